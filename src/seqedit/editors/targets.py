@@ -34,10 +34,11 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.context import ContextTemplates
@@ -65,6 +66,9 @@ class TargetSettings:
     mpes_patience: int = 2
     kl_prompt: str = "{} is a"
     batch_facts: int = 16  # facts optimised together (memory bound); 1 = one at a time
+    # Replay only the positions from the subject's last token on (cached prefix keys/values); False: every
+    # position, the reference path. Falls back to it automatically where unsupported (see SuffixStack).
+    suffix_only: bool = True
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_facts < 1 or self.mpes_patience < 1:
@@ -81,68 +85,266 @@ class TargetResult:
     init: torch.Tensor
     delta: torch.Tensor
     stats: list[dict[str, Any]] = field(default_factory=list)
+    # How the upper blocks were replayed: {"replays": {"suffix"|"full": batches built}, "fallbacks": [why the
+    # suffix-only replay was not used although asked for]}.
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _record_block_calls(
+    lm: LoadedModel, blocks: Sequence[nn.Module], **forward_kwargs: Any
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Run the model (no grad, stopped after ``blocks[-1]``) and return each block's call arguments."""
+    recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def pre_hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        recorded.append((args, dict(kwargs)))
+
+    handles = [b.register_forward_pre_hook(pre_hook, with_kwargs=True) for b in blocks]
+    try:
+        with torch.no_grad(), hooks.stop_after(blocks[-1]), contextlib.suppress(hooks.StopForward):
+            lm.model(**forward_kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(recorded) != len(blocks):
+        raise RuntimeError(f"expected {len(blocks)} block calls, recorded {len(recorded)}")
+    if not isinstance(recorded[0][0][0] if recorded[0][0] else None, torch.Tensor):
+        raise TypeError("the first argument of a decoder block is not the hidden state")
+    return recorded
 
 
 class UpperStack:
     """Replays blocks ``layer..N-1`` on recorded inputs, with ``δ`` added at the MLP out-projection of
-    ``layer`` at given (row, position) pairs; returns the final hidden states (before the final norm)."""
+    ``layer`` at given (row, position) pairs; returns the final hidden states (before the final norm).
+
+    This is the full-sequence path: every position of every row is recomputed in each replay."""
+
+    path: ClassVar[str] = "full"
 
     def __init__(self, lm: LoadedModel, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
         adapter = lm.adapter
-        self.adapter = adapter
         self.layer = layer
         self.out_proj = adapter.module(adapter.mlp_out_proj(layer))
         self.blocks = [adapter.module(adapter.block(i)) for i in range(layer, adapter.num_layers)]
-        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-        self.start: torch.Tensor | None = None
-        self._record(lm, input_ids, attention_mask)
-
-    @torch.no_grad()
-    def _record(self, lm: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-        def pre_hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            recorded.append((args, dict(kwargs)))
-
-        handles = [b.register_forward_pre_hook(pre_hook, with_kwargs=True) for b in self.blocks]
-        try:
-            with hooks.stop_after(self.blocks[-1]):
-                with contextlib.suppress(hooks.StopForward):
-                    lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        if len(recorded) != len(self.blocks):
-            raise RuntimeError(f"expected {len(self.blocks)} block calls, recorded {len(recorded)}")
-        first_args, _ = recorded[0]
-        start = first_args[0]
-        if not isinstance(start, torch.Tensor):
-            raise TypeError("the first argument of a decoder block is not the hidden state")
-        self.start = start.detach()
+        recorded = _record_block_calls(
+            lm, self.blocks, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        )
+        self.start: torch.Tensor = recorded[0][0][0].detach()
         self.calls = [(args[1:], kwargs) for args, kwargs in recorded]
+
+    def columns(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Where token ``positions`` of ``rows`` sit in the outputs of :meth:`run` (here: unchanged)."""
+        return positions
 
     def run(
         self, delta_rows: torch.Tensor | None, rows: torch.Tensor, positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(output of block layer, final hidden)``, both ``[batch, seq, d]``."""
-        assert self.start is not None
+        """Return ``(output of block layer, final hidden)``, both ``[batch, seq, d]``; ``δ`` goes to token
+        ``positions`` of ``rows``."""
+        return _replay(self.blocks, self.calls, self.out_proj, self.start, delta_rows, rows, self.columns(rows, positions))
 
-        def inject(hidden: torch.Tensor) -> torch.Tensor:
-            if delta_rows is None:
-                return hidden
-            add = torch.zeros_like(hidden).index_put((rows, positions), delta_rows.to(hidden.dtype))
-            return hidden + add
 
-        hidden = self.start
-        block_out = hidden
-        for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls, strict=True)):
-            if i == 0:
-                with hooks.edit_output(self.out_proj, inject):
-                    hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
-                block_out = hidden
-            else:
+def _replay(
+    blocks: Sequence[nn.Module],
+    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+    out_proj: nn.Module,
+    start: torch.Tensor,
+    delta_rows: torch.Tensor | None,
+    rows: torch.Tensor,
+    columns: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``blocks`` from ``start`` with their recorded arguments, adding ``delta_rows`` to the output of
+    ``out_proj`` (in the first block) at ``(rows, columns)``."""
+
+    def inject(hidden: torch.Tensor) -> torch.Tensor:
+        if delta_rows is None:
+            return hidden
+        add = torch.zeros_like(hidden).index_put((rows, columns), delta_rows.to(hidden.dtype))
+        return hidden + add
+
+    hidden = start
+    block_out = hidden
+    for i, (block, (args, kwargs)) in enumerate(zip(blocks, calls, strict=True)):
+        if i == 0:
+            with hooks.edit_output(out_proj, inject):
                 hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
-        return block_out, hidden
+            block_out = hidden
+        else:
+            hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
+    return block_out, hidden
+
+
+class SuffixUnsupported(Exception):
+    """The suffix-only replay cannot stand in for the full one here; the message says why."""
+
+
+class _PrefixKeysValues:
+    """Stands in for the transformers cache while the upper blocks are replayed: an attention layer's
+    ``update`` returns the cached keys/values of the prefix followed by the fresh ones of the suffix and
+    stores nothing, so every step starts from the same prefix and no graph outlives its step."""
+
+    def __init__(self, keys: dict[int, torch.Tensor], values: dict[int, torch.Tensor]) -> None:
+        self.keys = keys
+        self.values = values
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *_args: Any, **_kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.cat([self.keys[layer_idx], key_states], dim=-2),
+            torch.cat([self.values[layer_idx], value_states], dim=-2),
+        )
+
+
+def sliding_window_of(lm: LoadedModel) -> int | None:
+    """The model's attention window, if it has one (Gemma 2/3 local layers, Mistral)."""
+    config = getattr(lm.model, "config", None)
+    if config is None:
+        return None
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    window = getattr(text_config, "sliding_window", None)
+    return int(window) if isinstance(window, int) and window > 0 else None
+
+
+class SuffixStack:
+    """The same replay as :class:`UpperStack`, recomputing only the positions from each row's split point
+    (the subject's last token, where ``δ`` enters) onwards.
+
+    In a causal model no hidden state before the token where ``δ`` is added depends on ``δ``, at block
+    ``layer`` or above. So one no-grad pass computes the keys and values of positions ``< split[r]`` of
+    every row (``prefix``: the first ``P = max(split)`` positions, in a transformers ``DynamicCache``), and
+    each replay runs blocks ``layer..N-1`` on the *suffix* only -- row ``r``'s tokens ``split[r]..`` moved
+    to the front, right-padded to ``S`` columns -- attending over ``[cached prefix ; fresh suffix]``.
+
+    Layout of the keys seen by the suffix: the ``P`` cached positions of the row (those at or after
+    ``split[r]`` masked out by the 2-D attention mask), then the ``S`` suffix columns. Rotary and learned
+    positions use each token's true position (explicit ``position_ids``); the attention masks, position
+    embeddings and everything else the blocks take are recorded from one no-grad pass of the model on
+    the suffix with the prefix cache, so the family's own code builds them (grouped-query attention,
+    GPT-J/NeoX parallel blocks, Gemma's local layers included). In that layout the distance between a
+    suffix token and a cached one can exceed the true distance by up to ``P - split[r]``, so models with
+    an attention window shorter than ``P + S`` are refused (``SuffixUnsupported``) and use the full path.
+    """
+
+    path: ClassVar[str] = "suffix"
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        layer: int,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        split: torch.Tensor,
+    ) -> None:
+        adapter = lm.adapter
+        self.layer = layer
+        self.out_proj = adapter.module(adapter.mlp_out_proj(layer))
+        self.blocks = [adapter.module(adapter.block(i)) for i in range(layer, adapter.num_layers)]
+        self.split = split.to(device=input_ids.device, dtype=torch.long)
+        lengths = attention_mask.sum(dim=1).long()
+        if bool(((self.split < 0) | (self.split >= lengths)).any()):
+            raise SuffixUnsupported("a split point lies outside its row")
+        prefix = int(self.split.max())
+        if prefix == 0:
+            raise SuffixUnsupported("no row has a token before its subject's last token: nothing to cache")
+        width = int((lengths - self.split).max())
+        window = sliding_window_of(lm)
+        # Exact while every query-key distance in the layout (at most prefix + width - 1) is inside the window.
+        if window is not None and prefix + width > window:
+            raise SuffixUnsupported(
+                f"the attention window ({window}) is shorter than the suffix layout ({prefix} + {width} "
+                "positions), where distances to cached positions exceed the true ones"
+            )
+        cache = DynamicCache(config=lm.model.config)
+        _record_block_calls(
+            lm,
+            self.blocks,
+            input_ids=input_ids[:, :prefix],
+            attention_mask=attention_mask[:, :prefix],
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cached = self._prefix_keys_values(cache, range(layer, adapter.num_layers), int(input_ids.shape[0]), prefix)
+        # The suffix layout: row r's tokens split[r] .. split[r] + width - 1 (right-padded).
+        columns = torch.arange(width, device=input_ids.device)
+        source = self.split[:, None] + columns[None, :]
+        real = source < lengths[:, None]
+        source = source.clamp(max=int(input_ids.shape[1]) - 1)
+        before_split = torch.arange(prefix, device=input_ids.device)[None, :] < self.split[:, None]
+        recorded = _record_block_calls(
+            lm,
+            self.blocks,
+            input_ids=input_ids.gather(1, source),
+            attention_mask=torch.cat([before_split, real], dim=1).to(attention_mask.dtype),
+            position_ids=torch.where(real, source, self.split[:, None]),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        self.start: torch.Tensor = recorded[0][0][0].detach()
+        self.calls = [self._without_cache(args[1:], kwargs, cache, cached) for args, kwargs in recorded]
+
+    @staticmethod
+    def _prefix_keys_values(
+        cache: Any, layers: range, batch: int, prefix: int
+    ) -> _PrefixKeysValues:
+        keys: dict[int, torch.Tensor] = {}
+        values: dict[int, torch.Tensor] = {}
+        cache_layers = getattr(cache, "layers", None)
+        for layer in layers:
+            entry = cache_layers[layer] if cache_layers is not None and layer < len(cache_layers) else None
+            k, v = getattr(entry, "keys", None), getattr(entry, "values", None)
+            if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+                raise SuffixUnsupported(f"the model's cache holds no keys and values for layer {layer}")
+            if k.dim() != 4 or k.shape[0] != batch or k.shape[-2] != prefix or v.shape[-2] != prefix:
+                raise SuffixUnsupported(
+                    f"the cache of layer {layer} does not hold the {prefix} prefix positions as [batch, heads, seq, dim]"
+                )
+            keys[layer], values[layer] = k, v
+        return _PrefixKeysValues(keys, values)
+
+    @staticmethod
+    def _without_cache(
+        args: tuple[Any, ...], kwargs: dict[str, Any], cache: Any, cached: _PrefixKeysValues
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The recorded call with the (mutable) cache replaced by the fixed prefix keys/values."""
+        if not any(a is cache for a in args) and not any(v is cache for v in kwargs.values()):
+            raise SuffixUnsupported("the decoder blocks are not handed the cache")
+        return (
+            tuple(cached if a is cache else a for a in args),
+            {name: cached if value is cache else value for name, value in kwargs.items()},
+        )
+
+    def columns(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Where token ``positions`` of ``rows`` sit in the outputs of :meth:`run`."""
+        columns = positions - self.split[rows]
+        if bool((columns < 0).any()):
+            raise ValueError("a position before its row's split point was asked of the suffix replay")
+        return columns
+
+    def run(
+        self, delta_rows: torch.Tensor | None, rows: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(output of block layer, final hidden)``, both ``[batch, suffix, d]`` (see
+        :meth:`columns`); ``δ`` goes to token ``positions`` of ``rows``."""
+        return _replay(self.blocks, self.calls, self.out_proj, self.start, delta_rows, rows, self.columns(rows, positions))
+
+
+def build_stack(
+    lm: LoadedModel,
+    layer: int,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    split: torch.Tensor,
+    suffix_only: bool,
+) -> tuple[UpperStack | SuffixStack, str | None]:
+    """The suffix-only replay where it applies (``suffix_only``), else the full one; the second item is the
+    reason of an automatic fallback (None when the suffix path runs or was not asked for)."""
+    if not suffix_only:
+        return UpperStack(lm, layer, input_ids, attention_mask), None
+    try:
+        return SuffixStack(lm, layer, input_ids, attention_mask, split), None
+    except SuffixUnsupported as why:
+        return UpperStack(lm, layer, input_ids, attention_mask), str(why)
 
 
 def lm_logits(lm: LoadedModel, final_hidden: torch.Tensor) -> torch.Tensor:
@@ -171,7 +373,12 @@ class _FactBatch:
     target_tok: torch.Tensor  # [P]
     target_len: torch.Tensor  # [local facts] target length in tokens
     rows_per_fact: torch.Tensor  # [local facts] rewriting rows per fact
-    stack: UpperStack
+    stack: UpperStack | SuffixStack
+    fallback: str | None  # why the suffix-only replay was not used although asked for
+
+    def column(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Column of the replay's outputs holding token ``positions`` of ``rows``."""
+        return self.stack.columns(rows, positions)
 
 
 def _build_batch(
@@ -181,6 +388,7 @@ def _build_batch(
     contexts: ContextTemplates,
     layer: int,
     kl_prompt: str,
+    suffix_only: bool,
 ) -> _FactBatch:
     tok = lm.tokenizer
     prompts: list[str] = []
@@ -209,12 +417,15 @@ def _build_batch(
     labels = encoded.labels.to(device)
     target_rows, target_pos = torch.nonzero(labels != -100, as_tuple=True)
     n_ctx = len(contexts.templates)
+    subject_index = torch.tensor(subject_pos, device=device)
+    # δ enters at each row's subject's last token: nothing before it depends on δ.
+    stack, fallback = build_stack(lm, layer, input_ids, attention_mask, subject_index, suffix_only)
     return _FactBatch(
         facts=facts,
         input_ids=input_ids,
         attention_mask=attention_mask,
         row_fact=torch.tensor(row_fact, device=device),
-        subject_pos=torch.tensor(subject_pos, device=device),
+        subject_pos=subject_index,
         bare_rows=torch.arange(len(facts), device=device) * n_ctx,
         kl_rows=torch.arange(n_rewrite, n_rewrite + len(facts), device=device),
         target_rows=target_rows,
@@ -222,7 +433,8 @@ def _build_batch(
         target_tok=labels[target_rows, target_pos],
         target_len=torch.tensor([encoded.target_lengths[i * n_ctx] for i in range(len(facts))], device=device),
         rows_per_fact=torch.full((len(facts),), n_ctx, device=device),
-        stack=UpperStack(lm, layer, input_ids, attention_mask),
+        stack=stack,
+        fallback=fallback,
     )
 
 
@@ -248,7 +460,8 @@ def _forward(
     block_out, final = batch.stack.run(delta[batch.row_fact], rows, batch.subject_pos)
     n_facts = len(batch.facts)
     # Rewriting loss at the target positions only.
-    log_probs = torch.log_softmax(lm_logits(lm, final[batch.target_rows, batch.target_pos]), dim=-1)
+    target_col = batch.column(batch.target_rows, batch.target_pos)
+    log_probs = torch.log_softmax(lm_logits(lm, final[batch.target_rows, target_col]), dim=-1)
     token_lp = log_probs.gather(-1, batch.target_tok[:, None]).squeeze(-1)
     hits = log_probs.argmax(-1) == batch.target_tok
     row_of_token_fact = batch.row_fact[batch.target_rows]
@@ -266,7 +479,8 @@ def _forward(
         0, row_of_token_fact, (~hits).long()
     )
     # KL term at the subject's last token of "{subject} is a".
-    kl_log_probs = torch.log_softmax(lm_logits(lm, final[batch.kl_rows, batch.subject_pos[batch.kl_rows]]), dim=-1)
+    kl_col = batch.column(batch.kl_rows, batch.subject_pos[batch.kl_rows])
+    kl_log_probs = torch.log_softmax(lm_logits(lm, final[batch.kl_rows, kl_col]), dim=-1)
     kl = (kl_log_probs.exp() * (kl_log_probs - kl_init)).sum(-1)  # KL(current ‖ initial), as in MEMIT
     decay = settings.weight_decay * delta.norm(dim=-1) / init_norm.pow(2)
     loss = nll + settings.kl_factor * kl + decay
@@ -299,12 +513,16 @@ def _optimise_group(
     """Optimise the targets of ``facts`` together; results in the order of ``facts``."""
     device = lm.device
     n = len(facts)
-    batch = _build_batch(lm, requests, facts, contexts, layer, settings.kl_prompt)
+    batch = _build_batch(lm, requests, facts, contexts, layer, settings.kl_prompt, settings.suffix_only)
+    paths = {batch.stack.path: 1}
+    fallbacks = {batch.fallback} - {None}
     with torch.no_grad():
         rows = torch.arange(batch.input_ids.shape[0], device=device)
         block_out, final = batch.stack.run(None, rows, batch.subject_pos)
-        init = block_out[batch.bare_rows, batch.subject_pos[batch.bare_rows]].float()
-        kl_init = torch.log_softmax(lm_logits(lm, final[batch.kl_rows, batch.subject_pos[batch.kl_rows]]), dim=-1)
+        bare_col = batch.column(batch.bare_rows, batch.subject_pos[batch.bare_rows])
+        init = block_out[batch.bare_rows, bare_col].float()
+        kl_col = batch.column(batch.kl_rows, batch.subject_pos[batch.kl_rows])
+        kl_init = torch.log_softmax(lm_logits(lm, final[batch.kl_rows, kl_col]), dim=-1)
     delta = torch.zeros(n, lm.adapter.hidden_size, device=device)
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     init_norm = init.norm(dim=-1)
@@ -330,7 +548,9 @@ def _optimise_group(
             else:
                 still.append(j)
                 continue
-            z[i] = out.block_out[batch.bare_rows[j], batch.subject_pos[batch.bare_rows[j]]].detach().float()
+            bare_row = batch.bare_rows[j : j + 1]
+            bare_col = batch.column(bare_row, batch.subject_pos[bare_row])
+            z[i] = out.block_out[bare_row, bare_col][0].detach().float()
             stats[i] = {
                 "steps": updates[i],
                 "stop_reason": reason,
@@ -357,8 +577,13 @@ def _optimise_group(
         if len(still) < len(live):  # some facts finished: drop their rows from the batch
             kl_init = kl_init[still]
             live = [live[j] for j in still]
-            batch = _build_batch(lm, requests, [facts[i] for i in live], contexts, layer, settings.kl_prompt)
-    return TargetResult(z=z, init=init, delta=delta, stats=stats)
+            batch = _build_batch(
+                lm, requests, [facts[i] for i in live], contexts, layer, settings.kl_prompt, settings.suffix_only
+            )
+            paths[batch.stack.path] = paths.get(batch.stack.path, 0) + 1
+            fallbacks |= {batch.fallback} - {None}
+    info = {"replays": paths, "fallbacks": sorted(r for r in fallbacks if r is not None)}
+    return TargetResult(z=z, init=init, delta=delta, stats=stats, info=info)
 
 
 def optimise_targets(
@@ -375,11 +600,20 @@ def optimise_targets(
     for start in range(0, len(requests), settings.batch_facts):
         facts = list(range(start, min(start + settings.batch_facts, len(requests))))
         parts.append(_optimise_group(lm, requests, facts, contexts, layer, settings))
+    replays: dict[str, int] = {}
+    for part in parts:
+        for path, count in part.info["replays"].items():
+            replays[path] = replays.get(path, 0) + count
     result = TargetResult(
         z=torch.cat([p.z for p in parts]),
         init=torch.cat([p.init for p in parts]),
         delta=torch.cat([p.delta for p in parts]),
         stats=[s for p in parts for s in p.stats],
+        info={
+            "suffix_only": settings.suffix_only,
+            "replays": replays,
+            "fallbacks": sorted({r for p in parts for r in p.info["fallbacks"]}),
+        },
     )
     for request, stat, z, init, delta in zip(requests, result.stats, result.z, result.init, result.delta, strict=True):
         stat.update(
