@@ -3,8 +3,9 @@
 For each method (its default settings for the model): seconds per edit by phase, target-optimisation
 steps, and CounterFact efficacy / paraphrase / neighbourhood after editing ``--n-facts`` facts (in one
 batch, or one by one for ROME). Then, for the target optimisation alone (at each distinct last edited
-layer): steps and seconds with and without MPES, and batched versus one-at-a-time optimisation of the same
-facts (ratio measured in this run). Prints a table and writes JSON::
+layer): steps and seconds with and without MPES, batched versus one-at-a-time optimisation of the same
+facts, and the suffix-only replay against recomputing every position (ratios measured in this run).
+Prints a table and writes JSON::
 
     SEQEDIT_DATA_DIR=... python benchmarks/editors.py --methods rome,memit,emmet,alphaedit,encore \
         --n-facts 10 --out editors-benchmark.json
@@ -164,7 +165,9 @@ def main() -> None:
             plain = time_targets(lm, method, requests, mpes=False)
             early = time_targets(lm, method, requests, mpes=True)
             single = time_targets(lm, method, requests, mpes=False, batch_targets=False)
+            every = time_targets(lm, method, requests, mpes=False, target_suffix_only=False)
             gap = float((plain["delta"] - single["delta"]).norm() / plain["delta"].norm())
+            suffix_gap = float((plain["delta"] - every["delta"]).norm() / every["delta"].norm())
             reference = reference_style_step_seconds(lm, method, requests[:3])
             fact_steps = sum(plain["steps"]) + len(plain["steps"])  # passes = updates + final pass
             entry = {
@@ -173,6 +176,9 @@ def main() -> None:
                 "without_mpes": {k: v for k, v in plain.items() if k != "delta"},
                 "with_mpes": {k: v for k, v in early.items() if k != "delta"},
                 "one_at_a_time": {k: v for k, v in single.items() if k != "delta"},
+                "every_position": {k: v for k, v in every.items() if k != "delta"},
+                "suffix_speedup_cpu": every["cpu_seconds"] / plain["cpu_seconds"],
+                "suffix_vs_every_position_relative_delta_difference": suffix_gap,
                 "batched_speedup_cpu": single["cpu_seconds"] / plain["cpu_seconds"],
                 "mpes_speedup_cpu": plain["cpu_seconds"] / early["cpu_seconds"],
                 "batched_speedup_wall": single["seconds"] / plain["seconds"],
@@ -180,6 +186,7 @@ def main() -> None:
                 "batched_vs_single_relative_delta_difference": gap,
                 "cpu_seconds_per_fact_pass": {
                     "reference_style": reference,
+                    "every_position": every["cpu_seconds"] / fact_steps,
                     "one_at_a_time": single["cpu_seconds"] / fact_steps,
                     "batched": plain["cpu_seconds"] / fact_steps,
                 },
@@ -207,14 +214,15 @@ def print_table(report: dict[str, Any]) -> None:
     if report["targets"]:
         print("\ntarget optimisation alone (CPU seconds; wall seconds in the JSON)")
         print(f"{'layer':>5} {'steps':>6} {'steps MPES':>10} {'cpu s':>8} {'MPES':>8} {'1-by-1':>8} {'batched x':>9}"
-              f" {'MPES x':>7} {'cpu s/fact-pass: ref':>20} {'1-by-1':>7} {'batched':>8}")
+              f" {'MPES x':>7} {'suffix x':>8} {'cpu s/fact-pass: ref':>20} {'all pos':>7} {'1-by-1':>7} {'batched':>8}")
         for t in report["targets"]:
             per = t["cpu_seconds_per_fact_pass"]
             print(
                 f"{t['layer']:>5} {t['without_mpes']['mean_steps']:>6.1f} {t['with_mpes']['mean_steps']:>10.1f} "
                 f"{t['without_mpes']['cpu_seconds']:>8.1f} {t['with_mpes']['cpu_seconds']:>8.1f} "
                 f"{t['one_at_a_time']['cpu_seconds']:>8.1f} {t['batched_speedup_cpu']:>9.2f} {t['mpes_speedup_cpu']:>7.2f}"
-                f" {per['reference_style']:>20.2f} {per['one_at_a_time']:>7.2f} {per['batched']:>8.2f}"
+                f" {t['suffix_speedup_cpu']:>8.2f} {per['reference_style']:>20.2f} {per['every_position']:>7.2f}"
+                f" {per['one_at_a_time']:>7.2f} {per['batched']:>8.2f}"
             )
 
 

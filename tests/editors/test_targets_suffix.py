@@ -178,3 +178,20 @@ def test_window_guard_admits_exact_layouts_and_refuses_longer_ones(monkeypatch, 
             SuffixStack(lm, 1, ids, mask, split)
     else:
         SuffixStack(lm, 1, ids, mask, split)
+
+
+def test_editor_warns_when_it_falls_back_and_edits_the_same(fast):
+    """MEMIT on tiny Gemma 3 with a prompt longer than its window: a warning names the reason, and the
+    edit equals the one made with the suffix-only replay switched off."""
+    from seqedit.editors import create_editor
+
+    lm = build_tiny_model("gemma3", num_layers=4)
+    long_prompt = "In a long and winding sentence that goes on and on and on, the capital of {} is"
+    requests = [EditRequest(case_id="0", subject="France", prompt=long_prompt, target_new="Rome")]
+    with pytest.warns(UserWarning, match="attention window"):
+        fast_path = create_editor("memit", lm, {**fast, "layers": [1]}).apply(lm, requests)
+    fast_delta = {k: v.clone() for k, v in fast_path.deltas.items()}
+    fast_path.undo(lm.model)
+    every = create_editor("memit", lm, {**fast, "layers": [1], "target_suffix_only": False}).apply(lm, requests)
+    for name, delta in every.deltas.items():
+        torch.testing.assert_close(fast_delta[name], delta)

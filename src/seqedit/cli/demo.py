@@ -25,9 +25,9 @@ class DemoSize:
 
 # Sizes measured on a 2-core CPU (see README): the full demo in about 12 minutes, --quick in about one.
 FULL = DemoSize(
-    num_edits=100,
+    num_edits=50,
     batch_size=10,
-    checkpoint_every=20,
+    checkpoint_every=10,
     evaluation={"retention": "all", "perplexity_tokens": 2048, "downstream_tasks": ["sst2"],
                 "downstream_examples": 40, "downstream_shots": 3},
     probe={"texts": 12, "prompts": 12, "max_tokens": 48, "pca_k": 8},

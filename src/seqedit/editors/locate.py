@@ -18,6 +18,7 @@ exact delta of every changed matrix; a failing edit restores every weight it tou
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -54,6 +55,11 @@ class LocateEditConfig(EditorConfig):
     mpes_patience: int = Field(2, ge=1, description="MPES: stop after this many passes with the target top-1.")
     batch_targets: bool = Field(True, description="Optimise the targets of a batch together (same result).")
     target_batch_facts: int = Field(16, ge=1, description="Facts per batched target optimisation (memory).")
+    target_suffix_only: bool = Field(
+        True,
+        description="Target optimisation recomputes only the positions from the subject's last token on, "
+        "with the earlier ones' keys/values cached (same result, ~3x faster); False: every position.",
+    )
     kl_prompt: str = Field("{} is a", description="Prompt of the KL term; '{}' is the subject.")
     # ---- context prefixes
     context_mode: Literal["fixed", "sampled", "none"] = Field(
@@ -259,6 +265,7 @@ class LocateEditEditor(Editor):
             lr=c.v_lr, max_steps=c.v_num_grad_steps, weight_decay=c.v_weight_decay, kl_factor=c.kl_factor,
             clamp_norm_factor=c.clamp_norm_factor, loss_threshold=c.v_loss_threshold, mpes=c.mpes,
             mpes_patience=c.mpes_patience, kl_prompt=c.kl_prompt, batch_facts=batch,
+            suffix_only=c.target_suffix_only,
         )
 
     def context_templates(self, lm: LoadedModel) -> ContextTemplates:
@@ -340,6 +347,8 @@ class LocateEditEditor(Editor):
         device = solve_device(lm.device)
         with timer.phase("targets"):
             targets = optimise_targets(lm, group, contexts, last, self.target_settings())
+        for reason in targets.info.get("fallbacks", []):
+            warnings.warn(f"target optimisation recomputed every position (slower, same result): {reason}", stacklevel=2)
         z = targets.z.to(device=device, dtype=torch.float64)
         new_keys: dict[int, torch.Tensor] = {}
         z_error_before: torch.Tensor | None = None
