@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -40,6 +41,17 @@ def target_probabilities(lm: LoadedModel, batch: PromptTargetBatch) -> list[floa
     """Probability of each row's whole target sequence (product over its tokens)."""
     total, _mean = target_log_probs(forward_logits(lm, batch), batch)
     return [float(v) for v in total.double().exp()]
+
+
+def probability_stats(
+    requests: Sequence[EditRequest], init_probs: Sequence[float], final_probs: Sequence[float], **shared: Any
+) -> list[dict[str, Any]]:
+    """Per-request figures of a gradient editor: the target's probability before and after the edit, plus
+    the ``shared`` figures of the whole batch (steps, final loss)."""
+    return [
+        {"case_id": r.case_id, **shared, "init_prob": p0, "final_prob": p1}
+        for r, p0, p1 in zip(requests, init_probs, final_probs, strict=True)
+    ]
 
 
 @contextmanager

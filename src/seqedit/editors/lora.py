@@ -23,6 +23,7 @@ from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, Ph
 from seqedit.editors.edit_loss import (
     forward_logits,
     frozen_eval,
+    probability_stats,
     request_batch,
     row_nll,
     target_probabilities,
@@ -156,11 +157,9 @@ class LoRAEditor(Editor):
             with timer.phase("evaluate"):
                 final_probs = target_probabilities(lm, batch)
         self.last_factors = factors
-        stats = [
-            {"case_id": r.case_id, "steps": steps, "init_prob": p0, "final_prob": p1,
-             "final_loss": losses[-1] if losses else None}
-            for r, p0, p1 in zip(requests, init_probs, final_probs, strict=True)
-        ]
+        stats = probability_stats(
+            requests, init_probs, final_probs, steps=steps, final_loss=losses[-1] if losses else None
+        )
         return EditResult(
             method=self.name,
             deltas=committed,

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
-from seqedit.editors.edit_loss import frozen_eval, request_batch, target_probabilities
+from seqedit.editors.edit_loss import frozen_eval, probability_stats, request_batch, target_probabilities
 from seqedit.editors.mend.hypernet import MendHypernet, default_checkpoint_dir, gradient_factors
 from seqedit.editors.weight_deltas import project_fro_ball_
 from seqedit.models.loading import LoadedModel
@@ -77,10 +77,7 @@ class MendEditor(Editor):
                 committed, originals = commit_deltas(lm.adapter, updates)
             with timer.phase("evaluate"):
                 final_probs = target_probabilities(lm, batch)
-        stats = [
-            {"case_id": r.case_id, "init_prob": p0, "final_prob": p1}
-            for r, p0, p1 in zip(requests, init_probs, final_probs, strict=True)
-        ]
+        stats = probability_stats(requests, init_probs, final_probs)
         return EditResult(
             method=self.name,
             deltas=committed,
