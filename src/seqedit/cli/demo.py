@@ -23,7 +23,8 @@ class DemoSize:
     hparams: dict[str, Any]
 
 
-# Sizes measured on a 2-core CPU (see README): the full demo in about 12 minutes, --quick in about one.
+# Sizes measured on one thread of a shared 2-core CPU (see README): the full demo in 9.5 minutes (11.5 from an
+# empty cache), --quick in about 70 s (3.6 minutes from an empty cache).
 FULL = DemoSize(
     num_edits=50,
     batch_size=10,
@@ -70,7 +71,7 @@ def demo_config_data(method: str, size: DemoSize, model: str, dataset: str, out:
 
 
 def demo_command(
-    quick: Annotated[bool, typer.Option("--quick", help="A one-minute version (6 edits, fewer measurements, lighter settings).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A short version (6 edits, fewer measurements, lighter settings): about a minute once the model is cached.")] = False,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where the runs and reports go.")] = Path(
         "runs/demo"
     ),
