@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
 
 from seqedit.report import figures as F
-from seqedit.report.style import describe_layers, format_number, is_log_spaced, resolve_xscale
+from seqedit.report.style import describe_layers, format_number, is_log_spaced, perplexity_y, resolve_xscale
 
 
 def labelled_lines(ax):
@@ -182,3 +184,17 @@ def test_spacing_detection_and_formatting():
     assert format_number(1234.5) == "1,234"
     assert format_number(float("nan")) == "n/a"
     assert format_number(np.float64(2.0)) == "2"
+
+
+@pytest.mark.parametrize(("values", "scale"), [([14.84, 14.98, 15.22], "linear"), ([14.8, 40.0, 900.0], "log")])
+def test_perplexity_axis_is_log_only_for_a_blow_up_and_always_has_labelled_ticks(values, scale):
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 10, 20], values)
+    perplexity_y(ax, values)
+    FigureCanvasAgg(fig).draw()
+    assert ax.get_yscale() == scale
+    low, high = ax.get_ylim()
+    ticks = [t for t in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels() if t.get_text()]
+    shown = [t for t in ticks if low <= t.get_position()[1] <= high]
+    assert len(shown) >= 2

@@ -40,7 +40,7 @@ from seqedit.report.style import (
     is_log_spaced,
     legend_right,
     new_figure,
-    plain_log_y,
+    perplexity_y,
     series_colors,
     styled,
 )
@@ -311,13 +311,13 @@ def compare_downstream(runs: Sequence[ComparedRun], scale: Scale) -> FigureOutco
         ax.set_xlabel(_x_label(runs))
         ax.set_ylabel("perplexity" if name == "perplexity" else "score")
         if name == "perplexity":
-            plain_log_y(ax)
+            perplexity_y(ax, [y for line in ax.lines for y in line.get_ydata()])
         apply_xscale(ax, scale, checkpoint_union(runs))
     hide_unused(axes, len(metrics))
     fig.suptitle(title)
     legend_right(fig, axes, title="run")
     caption = (
-        "Downstream task scores and perplexity of each run at its checkpoints (perplexity on a log axis). "
+        "Downstream task scores and perplexity of each run at its checkpoints (perplexity on a log axis when it spans more than a factor of 4). "
         "Last checkpoint (change from each run's first checkpoint): " + "; ".join(notes) + "."
     )
     return FigureResult(key, title, fig, caption)

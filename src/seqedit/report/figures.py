@@ -35,7 +35,7 @@ from seqedit.report.style import (
     layer_color_map,
     legend_right,
     new_figure,
-    plain_log_y,
+    perplexity_y,
     resolve_xscale,
     series_colors,
     shade_layers,
@@ -622,8 +622,8 @@ def downstream_figure(run: RunData, scale: Scale = "linear") -> FigureOutcome:
             notes.append(_change_note(label, ys[0], ys[-1], ratio=panel == "perplexity"))
         ax.set_xlabel(run.x_label)
         ax.set_ylabel("score" if panel == "tasks" else "perplexity")
-        if panel == "perplexity" and frame["value"].max() / max(frame["value"].min(), 1e-12) > 4:
-            plain_log_y(ax)
+        if panel == "perplexity":
+            perplexity_y(ax, frame["value"])
         ax.set_title("task scores" if panel == "tasks" else "language-model perplexity")
         apply_xscale(ax, scale, frame[x].dropna())
     fig.suptitle(title)

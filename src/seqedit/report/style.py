@@ -200,6 +200,14 @@ def plain_log_y(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
 
 
+def perplexity_y(ax: Axes, values: Iterable[float], log_above: float = 4.0) -> None:
+    """Perplexity on a log axis when it spans more than ``log_above``-fold (a blow-up), else linear: a log
+    axis over a narrow range has no tick to label."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v)) and float(v) > 0]
+    if finite and max(finite) / min(finite) > log_above:
+        plain_log_y(ax)
+
+
 def shade_layers(ax: Axes, layers: Iterable[int], label: str | None = "edited layer") -> None:
     """Mark layers on a per-layer axis with light background bands."""
     for i, layer in enumerate(sorted(set(layers))):
