@@ -59,3 +59,13 @@ def test_config_knows_exactly_the_evaluators_tasks():
     from seqedit.runner.config import DOWNSTREAM_TASKS
 
     assert set(DOWNSTREAM_TASKS) == set(TEMPLATES)
+
+
+@pytest.mark.parametrize("name", ["memit-200", "encore-200"])
+def test_example_configs_are_valid(name):
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "examples" / f"{name}.yaml"
+    config = load_config(path)
+    assert config.method == name.split("-")[0] and config.num_edits == 200 and config.batch_size == 10
+    assert config.checkpoints.edit_counts(200, 10) == [10, 20, 50, 100, 150, 200]
