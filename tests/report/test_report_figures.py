@@ -178,6 +178,7 @@ def test_spacing_detection_and_formatting():
     assert is_log_spaced([10, 100, 1000, 10000])
     assert not is_log_spaced([0, 10, 20, 30, 40, 50, 60])
     assert not is_log_spaced([1, 2, 4])  # too few points to tell
+    assert not is_log_spaced([0, 10, 20, 50, 100, 150, 200])  # two early checkpoints, then every 50
     assert resolve_xscale("linear", [1, 2, 4, 8, 16, 32]) == "linear"
     assert describe_layers([3, 4, 5, 7, 9, 10]) == "3–5, 7, 9–10"
     assert format_number(0.123456) == "0.123"

@@ -165,7 +165,8 @@ def format_signed(value: float | None) -> str:
 
 
 def is_log_spaced(values: Iterable[float]) -> bool:
-    """True when the positive values look geometric (1, 2, 4, ... or 10, 100, ...) rather than evenly spaced."""
+    """True when the positive values look clearly geometric (1, 2, 4, ... or 10, 100, ...) rather than evenly
+    spaced."""
     xs = np.unique(np.asarray([v for v in values if v is not None and v > 0], dtype=float))
     if len(xs) < 4 or xs[-1] / xs[0] < 16:
         return False
@@ -173,7 +174,9 @@ def is_log_spaced(values: Iterable[float]) -> bool:
     log_ratios = np.diff(np.log(xs))
     cv_linear = float(np.std(diffs) / np.mean(diffs))
     cv_log = float(np.std(log_ratios) / np.mean(log_ratios))
-    return cv_log < cv_linear
+    # Clearly geometric only: a few early checkpoints before an even schedule (10, 20, 50, 100, 150, 200)
+    # stay linear, where a log axis would make steady growth look exponential.
+    return cv_log < 0.6 * cv_linear
 
 
 def resolve_xscale(option: XScale, checkpoint_x: Iterable[float]) -> Literal["linear", "log"]:
