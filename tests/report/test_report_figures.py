@@ -199,3 +199,59 @@ def test_perplexity_axis_is_log_only_for_a_blow_up_and_always_has_labelled_ticks
     ticks = [t for t in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels() if t.get_text()]
     shown = [t for t in ticks if low <= t.get_position()[1] <= high]
     assert len(shown) >= 2
+
+
+def _norm_rows_from_updates(w0, updates):
+    """Norm-table rows, as the norm monitor writes them, of one matrix receiving ``updates`` in turn."""
+    import pandas as pd
+
+    rows, w = [], w0.clone()
+    for step in range(len(updates) + 1):
+        if step:
+            w = w + updates[step - 1]
+        rows.append({
+            "step": step, "n_edits": 10 * step, "matrix": "m", "layer": 3, "kind": "mlp.out_proj", "edited": True,
+            "fro": float(w.norm()), "fro0": float(w0.norm()), "dist_from_init": float((w - w0).norm()),
+            "step_delta_fro": float(updates[step - 1].norm()) if step else 0.0,
+        })
+    return pd.DataFrame(rows)
+
+
+def test_growth_terms_split_the_growth_exactly_and_measure_orthogonality():
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(12, 20, generator=gen, dtype=torch.float64)
+    # Four updates orthogonal to each other and to W0 (Gram-Schmidt on flattened random matrices).
+    basis = [w0.flatten() / w0.norm()]
+    for _ in range(4):
+        v = torch.randn(240, generator=gen, dtype=torch.float64)
+        for b in basis:
+            v = v - (v @ b) * b
+        basis.append(v / v.norm())
+    orthogonal = [3.0 * b.view(12, 20) for b in basis[1:]]
+    terms = F.growth_terms(_norm_rows_from_updates(w0, orthogonal))
+    last = terms.iloc[-1]
+    assert last["dist_if_orthogonal"] == pytest.approx(last["dist_from_init"], rel=1e-9)  # 6 = 3·√4
+    assert last["dist_from_init"] == pytest.approx(6.0, rel=1e-9)
+    assert last["growth_along_w0"] == pytest.approx(0.0, abs=1e-9)
+    assert last["growth"] == pytest.approx(last["growth_added"], rel=1e-9)
+
+    # The same update four times, leaning against W0: the distance is √4 = 2 times the orthogonal reference and
+    # the along-W0 part is negative; the two parts still add up to the measured growth.
+    same = 2.0 * basis[1].view(12, 20) - 0.05 * w0
+    terms = F.growth_terms(_norm_rows_from_updates(w0, [same] * 4))
+    last = terms.iloc[-1]
+    assert last["dist_from_init"] / last["dist_if_orthogonal"] == pytest.approx(2.0, rel=1e-9)
+    assert last["growth_along_w0"] < 0
+    d = 4 * same
+    expected_along = 2 * float((w0 * d).sum()) / (last["fro"] + last["fro0"])
+    assert last["growth_along_w0"] == pytest.approx(expected_along, rel=1e-9)
+    assert last["growth_along_w0"] + last["growth_added"] == pytest.approx(last["growth"], rel=1e-9)
+
+
+def test_growth_decomposition_figure_on_an_edit_run(edit_run):
+    result = F.growth_decomposition_figure(edit_run, "linear")
+    assert isinstance(result, F.FigureResult)
+    assert len(visible_axes(result)) == 2
+    assert "orthogonal reference" in result.caption and "along W₀" in result.caption

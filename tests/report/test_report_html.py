@@ -12,7 +12,7 @@ from seqedit.report.html import protocol_table, render_run_page
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMG_RE = re.compile(r'<figure id="(\w+)">\n<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*">')
 RUN_FIGURE_KEYS = {
-    "norm_growth", "norm_profile", "weight_distance", "edit_scores", "edit_magnitudes", "fluency", "downstream",
+    "norm_growth", "norm_profile", "weight_distance", "growth_decomposition", "edit_scores", "edit_magnitudes", "fluency", "downstream",
     "activation_norms", "activation_similarity", "residual_shares", "timing", "request_stats",
 }
 
@@ -79,7 +79,7 @@ def test_intervention_report(intervention_run_dir, tmp_path):
     assert "Training loss" in page
     assert "edit metrics" not in page.lower().replace("no 'edit'", "")
     assert "requests.jsonl" not in page  # not expected for interventions, so not listed as missing
-    assert len(embedded_images(page)) == 6
+    assert len(embedded_images(page)) == 7
 
 
 def test_unfinished_run_is_flagged(failed_run_dir):
@@ -89,7 +89,7 @@ def test_unfinished_run_is_flagged(failed_run_dir):
     page = write_report(copy).read_text(encoding="utf-8")
     assert "This run is failed" in page and "EditError: diverged" in page
     assert "No checkpoints were recorded" in page
-    assert page.count("<img ") == 3  # the norm figures only
+    assert page.count("<img ") == 4  # the norm figures only
 
 
 def test_report_of_a_broken_directory_fails_clearly(tmp_path):

@@ -402,6 +402,77 @@ def weight_distance_figure(run: RunData, scale: Scale = "linear") -> FigureOutco
     return FigureResult(key, title, fig, caption)
 
 
+def growth_terms(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per matrix and step, the exact split of the norm growth ``‖W‖ − ‖W₀‖`` into the part along ``W₀``
+    and the part that any update adds, from ``‖W‖² = ‖W₀‖² + 2⟨W₀, D⟩ + ‖D‖²`` with ``D = W − W₀``:
+    ``along = 2⟨W₀, D⟩ / (‖W‖ + ‖W₀‖)`` and ``added = ‖D‖² / (‖W‖ + ‖W₀‖)``. Also ``dist_if_orthogonal``
+    = ``(Σ_t ‖ΔW_t‖²)^½``, what ``‖D‖`` would be were the step updates mutually orthogonal (NaN where a
+    step of the matrix is missing)."""
+    out = rows.sort_values(["matrix", "step"]).copy()
+    fro, fro0, dist = out["fro"], out["fro0"], out["dist_from_init"]
+    inner2 = fro**2 - fro0**2 - dist**2  # 2⟨W₀, D⟩
+    out["growth"] = fro - fro0
+    out["growth_along_w0"] = inner2 / (fro + fro0)
+    out["growth_added"] = dist**2 / (fro + fro0)
+    squares = out["step_delta_fro"].where(out["step"] > 0, 0.0) ** 2
+    out["dist_if_orthogonal"] = squares.groupby(out["matrix"]).cumsum() ** 0.5
+    complete = out.groupby("matrix")["step"].transform(lambda st: bool((st.diff().dropna() == 1).all()))
+    out.loc[~complete.astype(bool), "dist_if_orthogonal"] = np.nan
+    return out
+
+
+@styled
+def growth_decomposition_figure(run: RunData, scale: Scale = "linear") -> FigureOutcome:
+    """Why the norms grow: distance against the orthogonal-updates reference, and the exact split of the
+    growth into the part along W₀ and the part the updates add (means over the changed matrices)."""
+    key, title = "growth_decomposition", "Why the norms grow"
+    rows = changed_rows(run.norms)
+    needed = ("fro", "fro0", "dist_from_init", "step_delta_fro")
+    if rows.empty or any(c not in rows or rows[c].isna().all() for c in needed):
+        return NotMeasured(key, title, "norms lack fro0, dist_from_init or step_delta_fro")
+    x = run.x_column
+    terms = growth_terms(rows)
+    mean = terms.groupby(x)[["dist_from_init", "dist_if_orthogonal", "growth", "growth_along_w0", "growth_added"]].mean()
+    xs = mean.index.to_numpy(dtype=float)
+    fig, axes = new_figure(2, legend=True)
+    left, right = axes
+    left.plot(xs, mean["dist_from_init"], color="C0", label="‖W − W₀‖ measured")
+    has_reference = bool(mean["dist_if_orthogonal"].notna().any())
+    if has_reference:  # needs the update of every step (edit runs); intervention norms are sampled
+        left.plot(xs, mean["dist_if_orthogonal"], color="C0", ls="--", label="(Σ‖ΔW_t‖²)^½: orthogonal steps")
+    left.set_ylabel(r"$\|W - W_0\|_F$ (mean over matrices)")
+    right.plot(xs, mean["growth"], color="C1", label="‖W‖ − ‖W₀‖ measured")
+    right.plot(xs, mean["growth_added"], color="C2", ls="--", label="added by ‖D‖²")
+    right.plot(xs, mean["growth_along_w0"], color="C3", ls=":", label="along W₀ (⟨W₀, D⟩)")
+    right.axhline(0, color="#888888", lw=0.8)
+    right.set_ylabel(r"$\|W\|_F - \|W_0\|_F$ (mean over matrices)")
+    for ax in axes:
+        ax.set_xlabel(run.x_label)
+        ax.legend(fontsize=8, loc="upper left")
+        apply_xscale(ax, scale, xs)
+    fig.suptitle(title)
+    end = float(xs.max())
+    last = mean.loc[mean.index.max()]
+    ratio = last["dist_from_init"] / last["dist_if_orthogonal"] if last["dist_if_orthogonal"] else float("nan")
+    reference = (
+        f"orthogonal reference {format_number(last['dist_if_orthogonal'])} (ratio {ratio:.3f}); "
+        if has_reference
+        else "orthogonal reference not available (norms not recorded at every step); "
+    )
+    caption = (
+        "Left: mean distance ‖W − W₀‖_F of the changed matrices from their original values, and what it would be "
+        "if every step's update were orthogonal to all earlier ones ((Σ‖ΔW_t‖²)^½; a ratio near 1 means the "
+        "distance grows like the square root of the number of steps). Right: the growth of the norm split exactly, "
+        "from ‖W‖² = ‖W₀‖² + 2⟨W₀, D⟩ + ‖D‖² with D = W − W₀, into what any update adds (‖D‖²/(‖W‖ + ‖W₀‖), "
+        "never negative) and the part along W₀ (2⟨W₀, D⟩/(‖W‖ + ‖W₀‖), negative when the updates lean against "
+        f"W₀). {x_phrase(run.kind, end).capitalize()}: ‖W − W₀‖ {format_number(last['dist_from_init'])}, "
+        + reference
+        + f"growth {format_number(last['growth'])} = {format_number(last['growth_added'])} added "
+        f"{'+' if last['growth_along_w0'] >= 0 else '−'} {format_number(abs(last['growth_along_w0']))} along W₀."
+    )
+    return FigureResult(key, title, fig, caption)
+
+
 # ------------------------------------------------------------------------------------ activations
 
 
@@ -819,6 +890,7 @@ RUN_FIGURES: tuple[tuple[FigureFunction, tuple[RunKind, ...]], ...] = (
     (norm_growth_figure, ("edit", "intervention")),
     (norm_profile_figure, ("edit", "intervention")),
     (weight_distance_figure, ("edit", "intervention")),
+    (growth_decomposition_figure, ("edit", "intervention")),
     (train_loss_figure, ("intervention",)),
     (edit_score_figure, ("edit",)),
     (edit_magnitude_figure, ("edit",)),
