@@ -7,7 +7,14 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from seqedit.report import figures as F
-from seqedit.report.style import describe_layers, format_number, is_log_spaced, perplexity_y, resolve_xscale
+from seqedit.report.style import (
+    describe_layers,
+    format_number,
+    format_ratio,
+    is_log_spaced,
+    perplexity_y,
+    resolve_xscale,
+)
 
 
 def labelled_lines(ax):
@@ -32,7 +39,7 @@ def test_norm_growth_one_line_per_edited_matrix_and_last_values_in_caption(edit_
     final = last_rows(edit_run.norms[edit_run.norms["edited"]])
     for fro, rel in zip(final["fro"], final["fro_rel"], strict=True):
         assert format_number(fro) in result.caption
-        assert f"×{format_number(rel)}" in result.caption
+        assert f"×{format_ratio(rel)}" in result.caption
     assert "After 100 edits" in result.caption
     # The relative panel really shows relative norms: every edited matrix starts at 1.
     for line in labelled_lines(axes[1]):
@@ -255,3 +262,8 @@ def test_growth_decomposition_figure_on_an_edit_run(edit_run):
     assert isinstance(result, F.FigureResult)
     assert len(visible_axes(result)) == 2
     assert "orthogonal reference" in result.caption and "along W₀" in result.caption
+
+
+def test_growth_factors_keep_four_decimals_up_to_two_fold():
+    assert [format_ratio(v) for v in (1.00041, 1.0246, 1.15143, 0.93)] == ["1.0004", "1.0246", "1.1514", "0.9300"]
+    assert format_ratio(3.456) == "3.46" and format_ratio(None) == "n/a"

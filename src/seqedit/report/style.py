@@ -153,8 +153,9 @@ def format_number(value: float | int | None) -> str:
 
 
 def format_ratio(value: float | int | None) -> str:
-    """A growth factor: near 1, enough decimals to see the change (1.0004, not 1)."""
-    if value is not None and math.isfinite(float(value)) and 0.9 < abs(float(value)) < 1.1:
+    """A growth factor: near 1, enough decimals to see the change (1.0004, not 1), with the same four
+    decimals up to 2x so that a table's column reads evenly (1.0246, 1.1514)."""
+    if value is not None and math.isfinite(float(value)) and 0.5 < abs(float(value)) < 2:
         return f"{float(value):.4f}"
     return format_number(value)
 
