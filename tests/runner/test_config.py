@@ -61,7 +61,7 @@ def test_config_knows_exactly_the_evaluators_tasks():
     assert set(DOWNSTREAM_TASKS) == set(TEMPLATES)
 
 
-@pytest.mark.parametrize("name", ["memit-200", "encore-200"])
+@pytest.mark.parametrize("name", ["memit-200", "alphaedit-200", "encore-200"])
 def test_example_configs_are_valid(name):
     from pathlib import Path
 
