@@ -55,7 +55,7 @@ from seqedit.models import hooks
 from seqedit.models.loading import LoadedModel
 from seqedit.settings import get_settings
 from seqedit.utils.hashing import sha256_text, tensor_digest
-from seqedit.utils.io import load_tensors, save_tensors_atomic
+from seqedit.utils.io import load_tensors, save_tensors_atomic, write_text_atomic
 from seqedit.utils.torch_utils import resolve_dtype
 
 DEFAULT_CORPUS = "wikitext2"
@@ -165,8 +165,6 @@ def generated_corpus(
         finally:
             tokenizer.padding_side = side
         body = "\n\n".join(" ".join(t.split()) for t in texts if t.strip())
-        from seqedit.utils.io import write_text_atomic
-
         write_text_atomic(path, body + "\n")
     text = path.read_text(encoding="utf-8")
     return Corpus(GENERATED_CORPUS, str(path), sha256_text(text), tuple(split_paragraphs(text)), fallback)

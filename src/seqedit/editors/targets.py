@@ -113,7 +113,48 @@ def _record_block_calls(
     return recorded
 
 
-class UpperStack:
+class _BlockReplay:
+    """Replays blocks ``layer..N-1`` from ``start`` with their recorded arguments ``calls``, with ``δ`` added
+    at the MLP out-projection of ``layer``; subclasses record ``start``/``calls`` and say in
+    :meth:`columns` where a token sits in the replayed outputs."""
+
+    path: ClassVar[str]
+    start: torch.Tensor
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+
+    def __init__(self, lm: LoadedModel, layer: int) -> None:
+        adapter = lm.adapter
+        self.out_proj = adapter.module(adapter.mlp_out_proj(layer))
+        self.blocks = [adapter.module(adapter.block(i)) for i in range(layer, adapter.num_layers)]
+
+    def columns(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run(
+        self, delta_rows: torch.Tensor | None, rows: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(output of block layer, final hidden)`` (columns as in :meth:`columns`); ``δ`` goes to
+        token ``positions`` of ``rows``."""
+        columns = self.columns(rows, positions)
+
+        def inject(hidden: torch.Tensor) -> torch.Tensor:
+            if delta_rows is None:
+                return hidden
+            return hidden + torch.zeros_like(hidden).index_put((rows, columns), delta_rows.to(hidden.dtype))
+
+        hidden = self.start
+        block_out = hidden
+        for i, (block, (args, kwargs)) in enumerate(zip(self.blocks, self.calls, strict=True)):
+            if i == 0:
+                with hooks.edit_output(self.out_proj, inject):
+                    hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
+                block_out = hidden
+            else:
+                hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
+        return block_out, hidden
+
+
+class UpperStack(_BlockReplay):
     """Replays blocks ``layer..N-1`` on recorded inputs, with ``δ`` added at the MLP out-projection of
     ``layer`` at given (row, position) pairs; returns the final hidden states (before the final norm).
 
@@ -122,56 +163,16 @@ class UpperStack:
     path: ClassVar[str] = "full"
 
     def __init__(self, lm: LoadedModel, layer: int, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        adapter = lm.adapter
-        self.layer = layer
-        self.out_proj = adapter.module(adapter.mlp_out_proj(layer))
-        self.blocks = [adapter.module(adapter.block(i)) for i in range(layer, adapter.num_layers)]
+        super().__init__(lm, layer)
         recorded = _record_block_calls(
             lm, self.blocks, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         )
-        self.start: torch.Tensor = recorded[0][0][0].detach()
+        self.start = recorded[0][0][0].detach()
         self.calls = [(args[1:], kwargs) for args, kwargs in recorded]
 
     def columns(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Where token ``positions`` of ``rows`` sit in the outputs of :meth:`run` (here: unchanged)."""
         return positions
-
-    def run(
-        self, delta_rows: torch.Tensor | None, rows: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(output of block layer, final hidden)``, both ``[batch, seq, d]``; ``δ`` goes to token
-        ``positions`` of ``rows``."""
-        return _replay(self.blocks, self.calls, self.out_proj, self.start, delta_rows, rows, self.columns(rows, positions))
-
-
-def _replay(
-    blocks: Sequence[nn.Module],
-    calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
-    out_proj: nn.Module,
-    start: torch.Tensor,
-    delta_rows: torch.Tensor | None,
-    rows: torch.Tensor,
-    columns: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``blocks`` from ``start`` with their recorded arguments, adding ``delta_rows`` to the output of
-    ``out_proj`` (in the first block) at ``(rows, columns)``."""
-
-    def inject(hidden: torch.Tensor) -> torch.Tensor:
-        if delta_rows is None:
-            return hidden
-        add = torch.zeros_like(hidden).index_put((rows, columns), delta_rows.to(hidden.dtype))
-        return hidden + add
-
-    hidden = start
-    block_out = hidden
-    for i, (block, (args, kwargs)) in enumerate(zip(blocks, calls, strict=True)):
-        if i == 0:
-            with hooks.edit_output(out_proj, inject):
-                hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
-            block_out = hidden
-        else:
-            hidden = ArchitectureAdapter.hidden_from_output(block(hidden, *args, **kwargs))
-    return block_out, hidden
 
 
 class SuffixUnsupported(Exception):
@@ -206,7 +207,7 @@ def sliding_window_of(lm: LoadedModel) -> int | None:
     return int(window) if isinstance(window, int) and window > 0 else None
 
 
-class SuffixStack:
+class SuffixStack(_BlockReplay):
     """The same replay as :class:`UpperStack`, recomputing only the positions from each row's split point
     (the subject's last token, where ``δ`` enters) onwards.
 
@@ -236,10 +237,7 @@ class SuffixStack:
         attention_mask: torch.Tensor,
         split: torch.Tensor,
     ) -> None:
-        adapter = lm.adapter
-        self.layer = layer
-        self.out_proj = adapter.module(adapter.mlp_out_proj(layer))
-        self.blocks = [adapter.module(adapter.block(i)) for i in range(layer, adapter.num_layers)]
+        super().__init__(lm, layer)
         self.split = split.to(device=input_ids.device, dtype=torch.long)
         lengths = attention_mask.sum(dim=1).long()
         if bool(((self.split < 0) | (self.split >= lengths)).any()):
@@ -264,7 +262,7 @@ class SuffixStack:
             past_key_values=cache,
             use_cache=True,
         )
-        cached = self._prefix_keys_values(cache, range(layer, adapter.num_layers), int(input_ids.shape[0]), prefix)
+        cached = self._prefix_keys_values(cache, range(layer, lm.adapter.num_layers), int(input_ids.shape[0]), prefix)
         # The suffix layout: row r's tokens split[r] .. split[r] + width - 1 (right-padded).
         columns = torch.arange(width, device=input_ids.device)
         source = self.split[:, None] + columns[None, :]
@@ -280,7 +278,7 @@ class SuffixStack:
             past_key_values=cache,
             use_cache=True,
         )
-        self.start: torch.Tensor = recorded[0][0][0].detach()
+        self.start = recorded[0][0][0].detach()
         self.calls = [self._without_cache(args[1:], kwargs, cache, cached) for args, kwargs in recorded]
 
     @staticmethod
@@ -320,13 +318,6 @@ class SuffixStack:
         if bool((columns < 0).any()):
             raise ValueError("a position before its row's split point was asked of the suffix replay")
         return columns
-
-    def run(
-        self, delta_rows: torch.Tensor | None, rows: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(output of block layer, final hidden)``, both ``[batch, suffix, d]`` (see
-        :meth:`columns`); ``δ`` goes to token ``positions`` of ``rows``."""
-        return _replay(self.blocks, self.calls, self.out_proj, self.start, delta_rows, rows, self.columns(rows, positions))
 
 
 def build_stack(
