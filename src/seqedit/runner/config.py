@@ -73,10 +73,14 @@ class ProbeSpec(_Strict):
 
 class EvaluationSpec(_Strict):
     edit_metrics: bool = Field(True, description="Edit metrics (efficacy, paraphrase, neighbourhood) at checkpoints.")
-    retention: Literal["all", "sample", "none"] = Field(
-        "all", description="Also measure on earlier edits: all edits so far, a random sample, or none."
+    retention: Literal["all", "sample", "fixed", "none"] = Field(
+        "all",
+        description=(
+            "Also measure on earlier edits: all edits so far, a new random sample at each checkpoint, "
+            "a fixed seeded sample of the planned edits (its members edited so far), or none."
+        ),
     )
-    retention_sample: int = Field(100, ge=1, description="Sample size when retention is 'sample'.")
+    retention_sample: int = Field(100, ge=1, description="Sample size when retention is 'sample' or 'fixed'.")
     fluency: bool = Field(False, description="Generation entropy (slow: generates text) at checkpoints.")
     activations: bool = Field(True, description="Activation norms and subspace shift at checkpoints.")
     perplexity: bool = Field(True, description="Perplexity on held-out text at checkpoints.")

@@ -25,6 +25,7 @@ from seqedit.settings import get_settings
 
 ZSRE_METRICS = frozenset({"rewrite_acc", "paraphrase_acc", "neighborhood_acc"})
 PROBE_CORPUS = "wikitext2-test"  # held out: perplexity is measured on wikitext2-valid
+RETENTION_SEED_SALT = 7919  # separates the retention sample's random stream from the run's other seeded draws
 
 
 def tracked_matrices(lm: LoadedModel, groups: Sequence[str]) -> list[MatrixInfo]:
@@ -131,8 +132,16 @@ class Measurements:
     # ------------------------------------------------------------------ checkpoints
     def _retention_set(self, so_far: Sequence[EditRequest], step: int) -> tuple[list[EditRequest], str]:
         ev = self.config.evaluation
+        if ev.retention == "fixed" and len(self.planned) > ev.retention_sample:
+            # One sample of the planned stream for the whole run: the same facts are followed from the
+            # checkpoint that edits them to the end (at step 0, the whole sample on the unedited model).
+            fixed = random.Random(self.config.seed * RETENTION_SEED_SALT).sample(self.planned, ev.retention_sample)
+            if step == 0:
+                return fixed, "fixed"
+            edited = {id(r) for r in so_far}
+            return [r for r in fixed if id(r) in edited], "fixed"
         if ev.retention == "sample" and len(so_far) > ev.retention_sample:
-            rng = random.Random(self.config.seed * 7919 + step)
+            rng = random.Random(self.config.seed * RETENTION_SEED_SALT + step)
             return rng.sample(list(so_far), ev.retention_sample), "sample"
         return list(so_far), "all"
 
