@@ -95,3 +95,32 @@ def test_only_delta_gets_gradients_and_clamp_holds(tiny_llama, requests_3):
     assert (result.delta.norm(dim=-1) <= 0.1 * result.init.norm(dim=-1) * (1 + 1e-5)).all()
     for stat in result.stats:
         assert {"case_id", "target_norm", "init_norm", "delta_norm", "steps", "final_prob", "mpes_stopped_at"} <= set(stat)
+
+
+def test_released_mpes_rule_leaves_out_the_bare_prompt():
+    """ENCORE's released check skips each fact's bare prompt: with no other prompt it is met at once."""
+    lm, requests = _responsive_model(), _one_token_requests()
+    bare_only = fixed_context_templates(0)
+    assert bare_only.templates == ("{}",)
+    released = optimise_targets(
+        lm, requests, bare_only, 1, TargetSettings(max_steps=25, mpes=True, mpes_patience=3, mpes_rule="released")
+    )
+    for stat in released.stats:  # met vacuously on passes 0, 1, 2: stops at pass 2 after 2 updates
+        assert stat["stop_reason"] == "mpes" and stat["mpes_stopped_at"] == 2 and stat["steps"] == 2
+    strict = optimise_targets(lm, requests, bare_only, 1, TargetSettings(max_steps=25, mpes=True, mpes_patience=3))
+    assert all(s["mpes_stopped_at"] is None or s["mpes_stopped_at"] > 2 for s in strict.stats)
+
+
+def test_released_mpes_rule_never_stops_later_than_the_strict_rule():
+    lm, requests, ctx = _responsive_model(), _one_token_requests(), fixed_context_templates(2)
+    strict = optimise_targets(lm, requests, ctx, 1, TargetSettings(max_steps=25, mpes=True, mpes_patience=2))
+    released = optimise_targets(
+        lm, requests, ctx, 1, TargetSettings(max_steps=25, mpes=True, mpes_patience=2, mpes_rule="released")
+    )
+    for s, r in zip(strict.stats, released.stats, strict=True):
+        assert r["steps"] <= s["steps"]
+
+
+def test_unknown_mpes_rule_is_rejected():
+    with pytest.raises(ValueError, match="mpes_rule"):
+        TargetSettings(mpes_rule="first_prompt")  # type: ignore[arg-type]

@@ -1,11 +1,15 @@
 """Keys and hidden states at the subject's last token, averaged over context prefixes.
 
 The *key* of a fact at layer ``l`` is the input of that layer's MLP out-projection at the last token of
-the subject. As in MEMIT, it is averaged over the context templates in two groups: the bare prompt and
-the mean of the prefixed prompts weigh one half each (with no prefixes, the bare prompt's key alone).
-The same key is used wherever a method needs "the key of the fact" -- in particular ROME's rank-one
-update uses this averaged key both in the direction ``C⁻¹k`` and in the normaliser ``kᵀC⁻¹k``, the
-r-ROME fix (Gupta et al. 2024, "Rebuilding ROME"), while the residual is taken on the bare prompt.
+the subject, averaged over the context templates in one of two ways (``KeyAverage``):
+
+* ``bare_half`` (MEMIT's ``compute_ks``): the bare prompt and the mean of the prefixed prompts weigh one
+  half each (with no prefixes, the bare prompt's key alone);
+* ``mean`` (ROME's ``compute_u``, kept by r-ROME): the plain mean over all templates, bare one included.
+
+The same key is used wherever a method needs "the key of the fact" -- ROME's rank-one update uses it both
+in the direction ``C⁻¹k`` and in the normaliser ``kᵀC⁻¹k`` and measures its residual against it (the r-ROME
+fix, Gupta et al. 2024, "Rebuilding ROME"). The bare prompt's key is returned too.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -21,6 +26,9 @@ from seqedit.editors.context import ContextTemplates
 from seqedit.models import hooks
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import subject_token_index
+
+KeyAverage = Literal["bare_half", "mean"]
+KEY_AVERAGES: tuple[KeyAverage, ...] = ("bare_half", "mean")
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +89,20 @@ def _row_chunks(rows: SubjectRows, token_budget: int) -> list[list[int]]:
     return chunks
 
 
-def average_over_contexts(per_row: torch.Tensor, rows: SubjectRows, n_facts: int) -> torch.Tensor:
-    """Average ``[rows, d]`` into ``[facts, d]``: half the bare prompt, half the mean of the prefixed ones."""
+def average_over_contexts(
+    per_row: torch.Tensor, rows: SubjectRows, n_facts: int, average: KeyAverage = "bare_half"
+) -> torch.Tensor:
+    """Average ``[rows, d]`` into ``[facts, d]``: half the bare prompt, half the mean of the prefixed ones
+    (``bare_half``), or the plain mean of every row of the fact (``mean``)."""
+    if average not in KEY_AVERAGES:
+        raise ValueError(f"key average must be one of {KEY_AVERAGES}, got {average!r}")
     fact = torch.tensor(rows.fact, device=per_row.device)
-    bare = torch.tensor([t == 0 for t in rows.template], device=per_row.device)
     out = torch.zeros(n_facts, per_row.shape[1], dtype=per_row.dtype, device=per_row.device)
+    if average == "mean":
+        ones = torch.ones(len(rows.fact), dtype=per_row.dtype, device=per_row.device)
+        counts = torch.zeros(n_facts, dtype=per_row.dtype, device=per_row.device).index_add_(0, fact, ones)
+        return out.index_add_(0, fact, per_row) / counts[:, None]
+    bare = torch.tensor([t == 0 for t in rows.template], device=per_row.device)
     bare_mean = torch.zeros_like(out).index_add_(0, fact[bare], per_row[bare])
     prefixed = ~bare
     if not prefixed.any():
@@ -101,6 +118,7 @@ def average_over_contexts(per_row: torch.Tensor, rows: SubjectRows, n_facts: int
 @dataclass
 class KeysAndHidden:
     keys: dict[int, torch.Tensor]  # layer -> [facts, d_mlp], context-averaged keys
+    bare_keys: dict[int, torch.Tensor]  # layer -> [facts, d_mlp], the keys on the bare prompt
     hidden: torch.Tensor | None  # [facts, d]: block output at ``hidden_layer`` on the bare prompt
 
 
@@ -113,6 +131,7 @@ def keys_and_hidden(
     hidden_layer: int | None = None,
     *,
     token_budget: int = 8192,
+    average: KeyAverage = "bare_half",
 ) -> KeysAndHidden:
     """Context-averaged keys at ``key_layers`` and the bare-prompt hidden state after ``hidden_layer``,
     from one forward pass per chunk of rows, stopped after the highest layer needed."""
@@ -141,12 +160,9 @@ def keys_and_hidden(
             per_row_keys[layer].append(k_store[str(layer)][batch_index, positions].float())
         if hidden_layer is not None:
             per_row_hidden.append(h_store["h"][batch_index, positions].float())
-    keys = {
-        layer: average_over_contexts(torch.cat(parts), rows, len(requests)) for layer, parts in per_row_keys.items()
-    }
-    hidden = None
-    if hidden_layer is not None:
-        all_hidden = torch.cat(per_row_hidden)
-        bare = torch.tensor([t == 0 for t in rows.template], device=all_hidden.device)
-        hidden = all_hidden[bare]  # one bare row per fact, in fact order
-    return KeysAndHidden(keys, hidden)
+    all_keys = {layer: torch.cat(parts) for layer, parts in per_row_keys.items()}
+    keys = {layer: average_over_contexts(k, rows, len(requests), average) for layer, k in all_keys.items()}
+    bare_rows = [i for i, t in enumerate(rows.template) if t == 0]  # one bare row per fact, in fact order
+    bare_keys = {layer: k[bare_rows] for layer, k in all_keys.items()}
+    hidden = torch.cat(per_row_hidden)[bare_rows] if hidden_layer is not None else None
+    return KeysAndHidden(keys, bare_keys, hidden)

@@ -30,9 +30,9 @@ from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
 from seqedit.editors.context import ContextTemplates, make_context_templates
 from seqedit.editors.covariance import DEFAULT_CORPUS, SecondMoment, second_moments
-from seqedit.editors.keys import keys_and_hidden
+from seqedit.editors.keys import KeyAverage, keys_and_hidden
 from seqedit.editors.solvers import solve_device
-from seqedit.editors.targets import TargetSettings, optimise_targets
+from seqedit.editors.targets import MpesRule, TargetSettings, optimise_targets
 from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.torch_utils import resolve_dtype
@@ -53,6 +53,11 @@ class LocateEditConfig(EditorConfig):
     v_loss_threshold: float = Field(5e-2, ge=0, description="Stop when the target loss falls below this.")
     mpes: bool = Field(False, description="Most-probable early stopping (ENCORE).")
     mpes_patience: int = Field(2, ge=1, description="MPES: stop after this many passes with the target top-1.")
+    mpes_rule: MpesRule = Field(
+        "all_prompts",
+        description="MPES: 'all_prompts' counts a pass when the target is top-1 on every rewriting prompt; "
+        "'released' skips the bare prompt as ENCORE's released code does (it stops earlier).",
+    )
     batch_targets: bool = Field(True, description="Optimise the targets of a batch together (same result).")
     target_batch_facts: int = Field(16, ge=1, description="Facts per batched target optimisation (memory).")
     target_suffix_only: bool = Field(
@@ -61,6 +66,11 @@ class LocateEditConfig(EditorConfig):
         "with the earlier ones' keys/values cached (same result, ~3x faster); False: every position.",
     )
     kl_prompt: str = Field("{} is a", description="Prompt of the KL term; '{}' is the subject.")
+    key_average: KeyAverage = Field(
+        "bare_half",
+        description="Keys averaged over context templates: 'bare_half' (MEMIT: bare prompt and mean of the "
+        "prefixed ones, half each) or 'mean' (ROME/r-ROME: plain mean over all templates).",
+    )
     # ---- context prefixes
     context_mode: Literal["fixed", "sampled", "none"] = Field(
         "fixed", description="Context prefixes: fixed readable ones, sampled from the model, or none."
@@ -253,6 +263,14 @@ class LocateEditEditor(Editor):
         residuals ``[n, d_out]`` it must realise."""
         raise NotImplementedError
 
+    def residual_correction(
+        self, lm: LoadedModel, layer: int, keys: torch.Tensor, bare_keys: torch.Tensor
+    ) -> torch.Tensor | float:
+        """Added to the residual the update must produce at ``keys``. The gap ``z - h`` is measured on the
+        bare prompt; MEMIT-style methods map it to the averaged key as it is (0 here). r-ROME measures the
+        residual at the averaged key ``k̄`` instead: ``v* - W k̄ = gap + W (k_bare - k̄)`` (ROME overrides)."""
+        return 0.0
+
     def layer_info(self, ctx: LayerContext) -> dict[str, Any]:
         """Extra per-layer figures for ``EditResult.info`` (e.g. AlphaEdit's null-space dimension)."""
         return {}
@@ -264,7 +282,7 @@ class LocateEditEditor(Editor):
         return TargetSettings(
             lr=c.v_lr, max_steps=c.v_num_grad_steps, weight_decay=c.v_weight_decay, kl_factor=c.kl_factor,
             clamp_norm_factor=c.clamp_norm_factor, loss_threshold=c.v_loss_threshold, mpes=c.mpes,
-            mpes_patience=c.mpes_patience, kl_prompt=c.kl_prompt, batch_facts=batch,
+            mpes_patience=c.mpes_patience, mpes_rule=c.mpes_rule, kl_prompt=c.kl_prompt, batch_facts=batch,
             suffix_only=c.target_suffix_only,
         )
 
@@ -354,15 +372,18 @@ class LocateEditEditor(Editor):
         z_error_before: torch.Tensor | None = None
         for i, layer in enumerate(layers):
             with timer.phase("keys"):
-                found = keys_and_hidden(lm, group, contexts, [layer], hidden_layer=last)
+                found = keys_and_hidden(
+                    lm, group, contexts, [layer], hidden_layer=last, average=self.cfg.key_average
+                )
             assert found.hidden is not None
             keys = found.keys[layer].to(device=device, dtype=torch.float64)
             gap = z - found.hidden.to(device=device, dtype=torch.float64)
             if z_error_before is None:
                 z_error_before = gap.norm(dim=-1)
             ctx = LayerContext(layer, moments.get(layer), self._memory.get(layer) if self.remembers() else None, device)
+            resid = gap / (len(layers) - i) + self.residual_correction(lm, layer, keys, found.bare_keys[layer])
             with timer.phase("solve"):
-                delta = self.solve_layer(keys, gap / (len(layers) - i), ctx)
+                delta = self.solve_layer(keys, resid, ctx)
                 writer.add(lm.adapter.mlp_out_proj(layer), delta)
             new_keys[layer] = keys
             figures = layer_figures.setdefault(layer, {"updates": 0})

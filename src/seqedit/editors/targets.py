@@ -16,6 +16,10 @@ optimisation stops when the loss falls below ``loss_threshold`` or after ``max_s
 **MPES** (most-probable early stopping, ENCORE, Gupta et al. 2025, arXiv 2502.01636 §4): stop once the new
 target has been the most probable token at every target position of every rewriting prompt for
 ``mpes_patience`` forward passes (ENCORE's released settings: 2 for Llama-3-8B, 4 for GPT2-XL).
+``mpes_rule`` says which prompts count: ``all_prompts`` (seqedit's default, the rule the paper describes)
+or ``released``, the released code's check, which skips each fact's first rewriting prompt -- the bare
+prompt (its comment says it meant the KL prompt, which is not in that tensor) -- and so stops earlier
+(docs/editors.md has a measured example).
 
 **Batched**: the facts of a batch are optimised together -- one forward/backward for all of them, each
 with its own ``δ_f`` and its own Adam moments. The loss is a sum of per-fact losses and each ``δ_f`` only
@@ -34,7 +38,7 @@ import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -47,6 +51,9 @@ from seqedit.models import hooks
 from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import encode_prompt_targets, subject_token_index
+
+MpesRule = Literal["all_prompts", "released"]
+MPES_RULES: tuple[MpesRule, ...] = ("all_prompts", "released")
 
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
@@ -64,6 +71,7 @@ class TargetSettings:
     loss_threshold: float = 5e-2
     mpes: bool = False
     mpes_patience: int = 2
+    mpes_rule: MpesRule = "all_prompts"
     kl_prompt: str = "{} is a"
     batch_facts: int = 16  # facts optimised together (memory bound); 1 = one at a time
     # Replay only the positions from the subject's last token on (cached prefix keys/values); False: every
@@ -75,6 +83,8 @@ class TargetSettings:
             raise ValueError("max_steps, batch_facts and mpes_patience must be >= 1")
         if self.kl_prompt.count("{}") != 1:
             raise ValueError(f"kl_prompt must contain '{{}}' once for the subject: {self.kl_prompt!r}")
+        if self.mpes_rule not in MPES_RULES:
+            raise ValueError(f"mpes_rule must be one of {MPES_RULES}: {self.mpes_rule!r}")
 
 
 @dataclass
@@ -433,7 +443,8 @@ def _build_batch(
 class _StepOutput:
     loss: torch.Tensor  # [local facts]
     nll: torch.Tensor
-    all_top1: torch.Tensor  # [local facts] bool
+    all_top1: torch.Tensor  # [local facts] bool: the target is top-1 at every token of every rewriting prompt
+    top1_but_bare: torch.Tensor  # [local facts] bool: the same, each fact's bare prompt left out (released MPES)
     mean_prob: torch.Tensor  # [local facts]
     block_out: torch.Tensor
 
@@ -469,13 +480,18 @@ def _forward(
     misses = torch.zeros(n_facts, dtype=torch.long, device=hits.device).index_add(
         0, row_of_token_fact, (~hits).long()
     )
+    on_bare_row = torch.zeros(n_rows, dtype=torch.bool, device=hits.device)
+    on_bare_row[batch.bare_rows] = True
+    misses_but_bare = torch.zeros_like(misses).index_add(
+        0, row_of_token_fact, ((~hits) & ~on_bare_row[batch.target_rows]).long()
+    )
     # KL term at the subject's last token of "{subject} is a".
     kl_col = batch.column(batch.kl_rows, batch.subject_pos[batch.kl_rows])
     kl_log_probs = torch.log_softmax(lm_logits(lm, final[batch.kl_rows, kl_col]), dim=-1)
     kl = (kl_log_probs.exp() * (kl_log_probs - kl_init)).sum(-1)  # KL(current ‖ initial), as in MEMIT
     decay = settings.weight_decay * delta.norm(dim=-1) / init_norm.pow(2)
     loss = nll + settings.kl_factor * kl + decay
-    return _StepOutput(loss, nll, misses == 0, mean_prob, block_out)
+    return _StepOutput(loss, nll, misses == 0, misses_but_bare == 0, mean_prob, block_out)
 
 
 def _adam_step(
@@ -529,7 +545,8 @@ def _optimise_group(
         still: list[int] = []
         for j, i in enumerate(live):
             all_top1 = bool(out.all_top1[j])
-            top1_count[i] += int(all_top1)
+            mpes_hit = all_top1 if settings.mpes_rule == "all_prompts" else bool(out.top1_but_bare[j])
+            top1_count[i] += int(mpes_hit)
             if settings.mpes and top1_count[i] >= settings.mpes_patience:
                 reason = "mpes"
             elif float(out.loss[j].detach()) < settings.loss_threshold:
