@@ -209,3 +209,29 @@ def test_sampled_context_prefixes_are_seeded_and_recorded(tiny_llama, requests_3
     assert first.templates[0] == "{}" and len(first.templates) == 4 and first.mode == "sampled"
     result = editor.apply(tiny_llama, requests_3[:1])
     assert result.info["contexts"]["mode"] == "sampled" and len(result.info["contexts"]["templates"]) == 4
+
+
+@pytest.mark.parametrize("method", ["memit", "rome"])
+def test_post_norm_family_closes_the_target_gap(method, requests_3, fast):
+    """Gemma's norm after the MLP: the residual is mapped through it (without, one layer closed ~half)."""
+    lm = build_tiny_model("gemma3", num_layers=4)
+    overrides = {**fast, **EXACT[method], "layers": [2], "context_mode": "none", "past_edit_memory": False}
+    result = create_editor(method, lm, overrides).apply(lm, requests_3)
+    for stat in result.request_stats:
+        assert stat["z_error_after"] < 0.1 * stat["z_error_before"], stat
+
+
+def test_post_norm_value_change_reaches_a_reachable_contribution():
+    lm = build_tiny_model("gemma3", num_layers=2)
+    adapter, layer = lm.adapter, 1
+    norm = adapter.module(adapter.mlp_residual(layer))
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, norm.weight.numel()))
+    generator = torch.Generator().manual_seed(0)
+    value = torch.randn(3, adapter.hidden_size, generator=generator, dtype=torch.float64)
+    other = torch.randn(3, adapter.hidden_size, generator=generator, dtype=torch.float64)
+    norm64 = norm.double()
+    wanted = norm64(other) - norm64(value)  # reachable: the contribution of another value
+    change = adapter.mlp_value_change(layer, value, wanted)
+    reached = norm64(value + change) - norm64(value)
+    torch.testing.assert_close(reached, wanted, atol=1e-6 * float(wanted.abs().max()), rtol=0)

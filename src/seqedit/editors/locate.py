@@ -194,6 +194,14 @@ class _WeightWriter:
         return commit_deltas(self.adapter, self.totals)
 
 
+def _out_proj_output(lm: LoadedModel, layer: int, keys: torch.Tensor) -> torch.Tensor:
+    """The edited projection's output ``W k (+ b)`` at ``keys`` ([n, d_in]), in the keys' dtype."""
+    path = lm.adapter.mlp_out_proj(layer)
+    out = keys @ lm.adapter.weight(path).to(device=keys.device, dtype=keys.dtype).T
+    bias = getattr(lm.adapter.module(path), "bias", None)
+    return out + bias.detach().to(device=keys.device, dtype=keys.dtype) if bias is not None else out
+
+
 @dataclass
 class LayerContext:
     """What a method's solve may use at one layer."""
@@ -381,7 +389,10 @@ class LocateEditEditor(Editor):
             if z_error_before is None:
                 z_error_before = gap.norm(dim=-1)
             ctx = LayerContext(layer, moments.get(layer), self._memory.get(layer) if self.remembers() else None, device)
-            resid = gap / (len(layers) - i) + self.residual_correction(lm, layer, keys, found.bare_keys[layer])
+            bare_keys = found.bare_keys[layer].to(device=device, dtype=torch.float64)
+            value = _out_proj_output(lm, layer, bare_keys)
+            resid = lm.adapter.mlp_value_change(layer, value, gap / (len(layers) - i))
+            resid = resid + self.residual_correction(lm, layer, keys, bare_keys)
             with timer.phase("solve"):
                 delta = self.solve_layer(keys, resid, ctx)
                 writer.add(lm.adapter.mlp_out_proj(layer), delta)

@@ -70,7 +70,7 @@ class ROME(LocateEditEditor):
         if self.config.residual_at == "bare_prompt":
             return 0.0
         weight = lm.adapter.weight(lm.adapter.mlp_out_proj(layer)).to(device=keys.device, dtype=torch.float64)
-        return (bare_keys.to(device=keys.device, dtype=torch.float64) - keys) @ weight.T
+        return (bare_keys - keys) @ weight.T
 
     def solve_layer(self, keys: torch.Tensor, resid: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         assert isinstance(self.config, ROMEConfig)

@@ -133,6 +133,12 @@ class ArchitectureAdapter(ABC):
     def final_norm(self) -> str:
         return self.final_norm_path
 
+    def mlp_value_change(self, layer: int, value: torch.Tensor, residual_change: torch.Tensor) -> torch.Tensor:
+        """The change of the MLP out-projection's output ``value`` ([n, d]) that changes the MLP's residual
+        contribution by ``residual_change``. Without a norm after the MLP the two are the same; families
+        with one (Gemma) map it through that norm."""
+        return residual_change
+
     def lm_head(self) -> str:
         return self._path_of(self.model.get_output_embeddings())  # type: ignore[operator]
 

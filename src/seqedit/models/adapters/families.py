@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from seqedit.models.adapters.base import ArchitectureAdapter
 
 
@@ -31,6 +33,23 @@ class Gemma3Adapter(LlamaAdapter):
     example_models = ("gemma3-270m", "google/gemma-3-1b-pt")
     attn_residual_name = "post_attention_layernorm"
     mlp_residual_name = "post_feedforward_layernorm"
+
+    def mlp_value_change(self, layer: int, value: torch.Tensor, residual_change: torch.Tensor) -> torch.Tensor:
+        """Invert the post-MLP RMS norm ``N(m) = (1 + w) ⊙ m / rms(m)``: its outputs are exactly the vectors
+        ``(1 + w) ⊙ u`` with ``rms(u) = 1`` (up to ``eps``), so the wanted contribution ``t = N(m) + Δ`` is
+        projected onto that set, ``u = (t / (1 + w)) / rms(t / (1 + w))``, and reached by ``m' = rms(m)·u``
+        (N ignores the scale; keeping ``m``'s leaves the value's magnitude unchanged). Returns ``m' - m``."""
+        norm = self.module(self.mlp_residual(layer))
+        gain = 1.0 + norm.weight.detach().to(device=value.device, dtype=value.dtype)
+        eps = float(getattr(norm, "eps", 1e-6))
+
+        def rms(x: torch.Tensor) -> torch.Tensor:
+            return torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+        wanted = gain * value / rms(value) + residual_change
+        unit = wanted / gain
+        unit = unit / torch.sqrt(unit.pow(2).mean(-1, keepdim=True))
+        return rms(value) * unit - value
 
 
 class GPT2Adapter(ArchitectureAdapter):
