@@ -89,3 +89,43 @@ def test_probe_set_is_deterministic_given_the_seed():
     assert snippet("alpha beta gamma", 12) == "alpha beta"
     with pytest.raises(ValueError, match="paragraphs"):
         build_probe_set(paragraphs[:2], n_snippets=5)
+
+
+def test_noise_floors_compare_two_halves_of_the_probe_set():
+    tiny = build_tiny_model("llama", num_layers=2, hidden=32, seed=0)
+    monitor = ActivationMonitor(tiny, PROBES, top_k=3, max_length=24)
+    report = monitor.baseline()
+    floors = {(f.layer, f.site): f for f in report.floors}
+    assert set(floors) == {(layer, site) for layer in range(2) for site in ("mlp.out_proj", "block")}
+    probe = monitor._probe_of_token()
+    for (layer, site), floor in floors.items():  # recompute one floor independently from the baseline rows
+        x = monitor._baseline[(site, layer)].double()
+        a, b = x[probe % 2 == 0], x[probe % 2 == 1]
+        ua = torch.linalg.svd(a - a.mean(0), full_matrices=False).Vh[:3].T
+        ub = torch.linalg.svd(b - b.mean(0), full_matrices=False).Vh[:3].T
+        cosines = torch.linalg.svdvals(ua.T @ ub).clamp(max=1)
+        assert floor.angle_max_deg == pytest.approx(float(torch.rad2deg(torch.arccos(cosines.min()))), abs=1e-4)
+        assert floor.norm_ratio == pytest.approx(float(b.norm(dim=1).mean() / a.norm(dim=1).mean()), rel=1e-9)
+        centred = b - b.mean(0)
+        outside = 1 - (centred @ ua).pow(2).sum() / centred.pow(2).sum()
+        assert floor.energy_outside == pytest.approx(float(outside), rel=1e-6)
+    names = {r["name"] for r in report.rows()}
+    assert {"principal_angle_mean_deg_floor", "energy_outside_topk_floor", "residual_norm_rel_floor"} <= names
+    for row in report.rows():  # unedited: the energy beyond the top-k principal components of the data itself
+        if row["name"] == "energy_outside_topk":
+            x = monitor._baseline[(row["scope"], row["layer"])].double()
+            s = torch.linalg.svdvals(x - x.mean(0)).pow(2)
+            assert row["value"] == pytest.approx(float(1 - s[:3].sum() / s.sum()), rel=1e-6)
+
+
+def test_energy_outside_grows_when_activations_leave_the_subspace():
+    tiny = build_tiny_model("llama", num_layers=3, hidden=32, seed=0)
+    monitor = ActivationMonitor(tiny, PROBES, top_k=4, max_length=24)
+    monitor.baseline()
+    proj = tiny.adapter.mlp_out_proj(1)
+    tiny.adapter.add_to_weight(proj, 2.0 * torch.randn(tiny.adapter.weight(proj).shape, generator=torch.Generator().manual_seed(1)))
+    values = _by_key(monitor.measure())
+    assert values[("energy_outside_topk", "mlp.out_proj", 0)] == pytest.approx(
+        _by_key(monitor.baseline())[("energy_outside_topk", "mlp.out_proj", 0)], abs=1e-9
+    )
+    assert values[("energy_outside_topk", "mlp.out_proj", 1)] > 0.05

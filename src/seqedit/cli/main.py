@@ -141,11 +141,13 @@ def _register_subcommands() -> None:
     from seqedit.cli import report as report_cli
     from seqedit.cli.demo import demo_command
     from seqedit.cli.run import run_command
+    from seqedit.cli.study import study_command
     from seqedit.cli.sweep import sweep_command
 
     app.command("demo")(demo_command)
     app.command("run")(run_command)
     app.command("sweep")(sweep_command)
+    app.command("study")(study_command)
     report_cli.register(app)
     app.add_typer(mend.app, name="mend")
     app.add_typer(intervene.app, name="intervene")

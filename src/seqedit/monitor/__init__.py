@@ -1,6 +1,6 @@
 """Monitors, read-only on the model: weight norms after every step, activation drift at checkpoints."""
 
-from seqedit.monitor.activations import ActivationMonitor, ActivationReport, LayerDrift, LayerShare
+from seqedit.monitor.activations import ActivationMonitor, ActivationReport, LayerDrift, LayerFloor, LayerShare
 from seqedit.monitor.norms import (
     MatrixNorms,
     NormMonitor,
@@ -17,6 +17,7 @@ __all__ = [
     "ActivationMonitor",
     "ActivationReport",
     "LayerDrift",
+    "LayerFloor",
     "LayerShare",
     "MatrixNorms",
     "NormMonitor",

@@ -11,6 +11,12 @@ activations are outliers of huge norm -- an "attention sink" -- that would domin
   PCA subspaces of the token activations now and before editing; ``cka`` -- linear CKA; ``cosine`` --
   mean cosine between paired activations (same probe, same token). Each for both sites above (``scope``
   names the site: ``mlp.out_proj`` or ``block``).
+* ``energy_outside_topk`` -- share of the activations' (centred) energy outside the unedited model's
+  top-``k`` PCA subspace: how much of the activity now lies in directions the unedited model barely used.
+* Noise floors, at step 0 only (names ending in ``_floor``): the same statistics between two disjoint
+  halves of the probe set (even and odd probes) on the unedited model -- principal angles, the norm ratio
+  and the energy outside -- so that a drift can be read as "n times what a different probe sample gives".
+  CKA and the cosine compare paired tokens and have no such unpaired floor.
 * ``attn_share`` / ``mlp_share`` -- each sub-layer's share of the residual-stream update,
   ``mean‖a_t‖ / (mean‖a_t‖ + mean‖m_t‖)`` with ``a``/``m`` the outputs of ``adapter.attn_residual(l)`` /
   ``adapter.mlp_residual(l)`` (scope ``residual_update``).
@@ -32,6 +38,7 @@ from seqedit.models.hooks import capture
 from seqedit.models.loading import LoadedModel
 from seqedit.monitor.similarity import (
     angles_between_subspaces,
+    energy_outside,
     linear_cka,
     mean_row_norm,
     paired_cosine,
@@ -56,6 +63,19 @@ class LayerDrift:
     angle_max_deg: float
     cka: float
     cosine: float
+    energy_outside: float
+
+
+@dataclass(frozen=True)
+class LayerFloor:
+    """Noise floor of one layer's drift statistics at one site: half the probes against the other half."""
+
+    layer: int
+    site: str
+    norm_ratio: float
+    angle_mean_deg: float
+    angle_max_deg: float
+    energy_outside: float
 
 
 @dataclass(frozen=True)
@@ -74,10 +94,20 @@ class ActivationReport:
     top_k: int
     n_tokens: int
     n_probes: int
+    floors: tuple[LayerFloor, ...] = ()
 
     def rows(self) -> list[CheckpointRow]:
         probes = f"probes={self.n_probes},tokens={self.n_tokens}"
         rows: list[CheckpointRow] = []
+        halves = f"unedited, even vs odd probes ({probes})"
+        for f in self.floors:
+            for name, value, definition in (
+                (f"{DRIFT_SITES[f.site]}_floor", f.norm_ratio, f"mean token L2 norm, odd / even probes, {halves}"),
+                ("principal_angle_mean_deg_floor", f.angle_mean_deg, f"principal angles, top-{self.top_k}, mean, {halves}"),
+                ("principal_angle_max_deg_floor", f.angle_max_deg, f"principal angles, top-{self.top_k}, max, {halves}"),
+                ("energy_outside_topk_floor", f.energy_outside, f"energy of odd probes outside even probes' top-{self.top_k}, {halves}"),
+            ):
+                rows.append(checkpoint_row("activation", name, value, scope=f.site, layer=f.layer, definition=definition))
         for d in self.drift:
             pairs = [
                 (DRIFT_SITES[d.site], d.norm_rel, f"mean token L2 norm / unedited ({probes})"),
@@ -93,6 +123,11 @@ class ActivationReport:
                 ),
                 ("cka", d.cka, f"linear CKA vs unedited, paired tokens ({probes})"),
                 ("cosine", d.cosine, f"mean cosine of paired token activations vs unedited ({probes})"),
+                (
+                    "energy_outside_topk",
+                    d.energy_outside,
+                    f"share of centred energy outside the unedited top-{self.top_k} PCA subspace ({probes})",
+                ),
             ]
             for name, value, definition in pairs:
                 rows.append(
@@ -237,7 +272,30 @@ class ActivationMonitor:
             (site, layer): acts[f"{site}/{layer}"] for site in DRIFT_SITES for layer in self.layers
         }
         self._prepare_baseline()
-        return self._report(acts)
+        report = self._report(acts)
+        return ActivationReport(report.drift, report.shares, report.top_k, report.n_tokens, report.n_probes,
+                                self.noise_floors())
+
+    def _probe_of_token(self) -> torch.Tensor:
+        """Probe index of every selected token, in the order of the captured rows (row-major)."""
+        return torch.nonzero(self.token_mask, as_tuple=True)[0]
+
+    def noise_floors(self) -> tuple[LayerFloor, ...]:
+        """The drift statistics between the even and the odd probes on the unedited model."""
+        if not self._baseline:
+            raise RuntimeError("ActivationMonitor.noise_floors() before baseline() or load_state_dict()")
+        even = self._probe_of_token() % 2 == 0
+        if min(int(even.sum()), int((~even).sum())) <= self.top_k:
+            return ()  # too few tokens in a half for a top-k subspace
+        device = self._math_device()
+        floors: list[LayerFloor] = []
+        for (site, layer), x in self._baseline.items():
+            a, b = x[even].to(device), x[~even].to(device)
+            basis_a = pca_basis(a, self.top_k)
+            angles = angles_between_subspaces(basis_a, pca_basis(b, self.top_k))
+            floors.append(LayerFloor(layer, site, mean_row_norm(b) / mean_row_norm(a), float(angles.mean()),
+                                     float(angles.max()), energy_outside(b, basis_a)))
+        return tuple(sorted(floors, key=lambda f: (f.layer, f.site)))
 
     def _prepare_baseline(self) -> None:
         device = self._math_device()
@@ -269,6 +327,7 @@ class ActivationMonitor:
                         angle_max_deg=float(angles.max()),
                         cka=linear_cka(now, before),
                         cosine=paired_cosine(now, before),
+                        energy_outside=energy_outside(now, self._bases[(site, layer)]),
                     )
                 )
             attn, mlp = _share(mean_row_norm(acts[f"attn/{layer}"]), mean_row_norm(acts[f"mlp/{layer}"]))

@@ -92,3 +92,15 @@ def paired_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
 def mean_row_norm(x: torch.Tensor) -> float:
     """Mean Euclidean norm of the rows (the average activation norm per token)."""
     return float(x.to(torch.float64).norm(dim=-1).mean())
+
+
+def energy_outside(x: torch.Tensor, basis: torch.Tensor) -> float:
+    """Share of the (row-centred) energy of ``x`` outside the span of the orthonormal ``basis`` ``[d, k]``:
+    ``1 - ‖X̃ U‖_F² / ‖X̃‖_F²``. 0: every direction of variation lies in the subspace; near 1: none does."""
+    data = _as_matrix(x, "x")
+    centred = data - data.mean(0, keepdim=True)
+    total = centred.pow(2).sum()
+    if total == 0:
+        return float("nan")
+    inside = (centred @ basis.to(device=centred.device, dtype=torch.float64)).pow(2).sum()
+    return float((1 - inside / total).clamp(min=0.0))

@@ -1,0 +1,73 @@
+"""``seqedit study``: run (or continue) every run of a study file, then compare them and write the findings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _runs_table(title: str, rows: list[tuple[str, str, str, str]]) -> Table:
+    table = Table(title=title)
+    for column, justify in (("run", "left"), ("kind", "left"), ("size", "right"), ("state", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def study_command(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML (name, output_dir, defaults, runs).")],
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="Runs at once (local processes).")] = 1,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads per run.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these runs (repeat).")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Replaces the study's output_dir.")] = None,
+    backend: Annotated[str, typer.Option(help="local (processes on this machine) or ray.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS or local).")] = None,
+    collect: Annotated[
+        Path | None, typer.Option(help="Also copy each run's compact results (Parquet tables, settings, summary) here.")
+    ] = None,
+    no_run: Annotated[bool, typer.Option("--no-run", help="Do not start or continue runs; only report on what exists.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and their state, start nothing.")] = False,
+) -> None:
+    """Run a study: a named set of runs sharing facts, probes and statistics; then the comparison and findings."""
+    from seqedit.runner.config import ConfigError
+    from seqedit.runner.study import collect_results, load_study, run_state, run_study, study_runs
+
+    console = Console()
+    try:
+        study = load_study(study_file, output_dir)
+        runs = study_runs(study, only)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+    def size(run: object) -> str:
+        config = run.config  # type: ignore[attr-defined]
+        return f"{config.steps} steps" if run.kind == "intervention" else f"{config.num_edits} edits"  # type: ignore[attr-defined]
+
+    console.print(_runs_table(f"study {study.name}: {len(runs)} runs under {study.output_dir}",
+                              [(r.name, r.kind if r.kind == "intervention" else r.config.method, size(r), run_state(r))
+                               for r in runs]))  # type: ignore[union-attr]
+    if dry_run:
+        return
+    if not no_run:
+        def report(run: object, outcome: dict) -> None:
+            colour = {"finished": "green", "failed": "red"}.get(outcome["status"], "yellow")
+            console.print(f"[{colour}]{run.name}: {outcome['status']}[/{colour}] {outcome.get('message', '')}")  # type: ignore[attr-defined]
+
+        run_study(runs, workers=workers, backend=backend, threads=threads,  # type: ignore[arg-type]
+                  log_dir=study.output_dir / "_logs", ray_address=ray_address, on_done=report)
+    if collect is not None:
+        for run in runs:
+            folder = collect_results(run, collect)
+            if folder is not None:
+                console.print(f"collected {run.name} -> {folder}")
+    from seqedit.report.findings import write_findings
+
+    page = write_findings([r.run_dir for r in runs if r.run_dir.exists()], study.output_dir / "_findings",
+                          title=f"Findings of study {study.name}")
+    console.print(f"findings: {page}")

@@ -1,0 +1,320 @@
+"""Studies: a named set of ordinary runs that share facts, probes and statistics.
+
+A study file holds ``defaults`` (fields of a run config shared by every editing run), ``runs`` (per run,
+the fields that differ; an entry with an ``intervention:`` block is a post-training intervention instead
+of an editing run) and an ``output_dir``; each run gets ``<output_dir>/<run name>``. ``run_study`` starts
+the runs that do not exist, continues the unfinished ones (editing runs resume exactly; interventions,
+which are short and not resumable, start again), leaves finished ones alone, and runs up to ``workers`` at
+once as local processes or as Ray tasks. Every run directory is an ordinary one: ``seqedit report``,
+``seqedit compare`` and ``seqedit run --resume`` work on it as on any other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from seqedit.intervene.config import InterventionConfig
+from seqedit.runner.config import ConfigError, RunConfig
+from seqedit.runner.store import RunStore
+
+Backend = Literal["local", "ray"]
+RunKind = Literal["edit", "intervention"]
+
+
+class StudyConfig(BaseModel):
+    """A study file (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Name of the study (labels, report titles).")
+    output_dir: Path = Field(Path("runs/study"), description="Directory holding one run directory per run.")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Run-config fields shared by every editing run.")
+    runs: dict[str, dict[str, Any]] = Field(description="Run name -> fields that differ from the defaults.")
+
+    @field_validator("runs")
+    @classmethod
+    def _names_are_directory_names(cls, runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not runs:
+            raise ValueError("a study needs at least one run")
+        for name in runs:
+            if not name or name in {".", ".."} or any(c in name for c in "/\\:") or name.startswith("_"):
+                raise ValueError(f"run name {name!r} cannot be a directory name (no '/', '\\', ':', leading '_')")
+        return runs
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of a study, with its validated config (a ``RunConfig`` or an ``InterventionConfig``)."""
+
+    name: str
+    kind: RunKind
+    config: RunConfig | InterventionConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dictionaries are merged key by key; everything else in ``override`` replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_study(path: str | Path, output_dir: str | Path | None = None) -> StudyConfig:
+    """Read and validate a study file; ``output_dir`` replaces the file's."""
+    source = Path(path)
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: no such study file") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not a valid YAML file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a study file is a mapping with name, output_dir, defaults and runs")
+    if output_dir is not None:
+        data["output_dir"] = str(output_dir)
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {where}") from exc
+
+
+def study_runs(study: StudyConfig, only: Sequence[str] | None = None) -> list[StudyRun]:
+    """The study's runs with validated configs, in file order (``only``: just these names)."""
+    unknown = sorted(set(only or []) - set(study.runs))
+    if unknown:
+        raise ConfigError(f"study {study.name!r} has no run named {', '.join(unknown)}; it has {', '.join(study.runs)}")
+    runs: list[StudyRun] = []
+    for name, fields in study.runs.items():
+        if only and name not in only:
+            continue
+        run_dir = str(study.output_dir / name)
+        try:
+            if "intervention" in fields:
+                extra = sorted(set(fields) - {"intervention"})
+                if extra:
+                    raise ConfigError(f"run {name!r}: an intervention entry holds only 'intervention:' ({extra})")
+                data = {**fields["intervention"], "output_dir": run_dir}
+                runs.append(StudyRun(name, "intervention", InterventionConfig.model_validate(data)))
+            else:
+                data = _merge(study.defaults, fields)
+                data.setdefault("name", name)
+                data["output_dir"] = run_dir
+                runs.append(StudyRun(name, "edit", RunConfig.model_validate(data)))
+        except ValidationError as exc:
+            where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"study {study.name!r}, run {name!r}: {where}") from exc
+    return runs
+
+
+def run_state(run: StudyRun) -> str:
+    """``new`` (no directory), ``finished``, or the recorded status of an unfinished run."""
+    store = RunStore(run.run_dir)
+    if not store.exists():
+        return "new"
+    return str(store.read_progress().get("status", "unknown"))
+
+
+# ---------------------------------------------------------------------------------------------- workers
+def _execute(kind: RunKind, config_data: dict[str, Any], threads: int | None, log_path: str | None) -> dict[str, Any]:
+    """Run or continue one run (in a worker process or a Ray task); returns its outcome."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    with contextlib.ExitStack() as stack:
+        if log_path:
+            log = stack.enter_context(open(log_path, "a", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
+            stack.enter_context(contextlib.redirect_stdout(log))
+            stack.enter_context(contextlib.redirect_stderr(log))
+        if kind == "intervention":
+            return _execute_intervention(InterventionConfig.model_validate(config_data))
+        from seqedit.runner.run import run_experiment
+
+        config = RunConfig.model_validate(config_data)
+        outcome = run_experiment(config, resume=RunStore(config.output_dir).exists(), show_progress=False)
+        return {"run_dir": str(outcome.run_dir), "status": outcome.status, "n_edits": outcome.n_edits,
+                "message": outcome.message}
+
+
+def _execute_intervention(config: InterventionConfig) -> dict[str, Any]:
+    from seqedit.intervene.run import KIND, run_intervention
+
+    store = RunStore(config.output_dir)
+    if store.exists():
+        progress = store.read_progress()
+        if progress.get("kind") != KIND:
+            raise ConfigError(f"{config.output_dir} holds a run of another kind ({progress.get('kind')})")
+        if progress.get("status") == "finished":
+            return {"run_dir": str(config.output_dir), "status": "finished", "n_edits": 0, "message": "already finished"}
+        shutil.rmtree(config.output_dir)  # interventions do not resume: an unfinished one starts again
+    summary = run_intervention(config, progress=False)
+    return {"run_dir": str(config.output_dir), "status": "finished", "n_edits": 0,
+            "message": f"{summary['steps']} steps"}
+
+
+def run_study(
+    runs: Sequence[StudyRun],
+    *,
+    workers: int = 1,
+    backend: Backend = "local",
+    threads: int | None = None,
+    log_dir: Path | None = None,
+    ray_address: str | None = None,
+    on_done: Callable[[StudyRun, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run every unfinished run (``workers`` at once); returns run name -> outcome. A run that raises is
+    reported as failed with its message; the others go on."""
+    pending = [r for r in runs if run_state(r) != "finished"]
+    outcomes: dict[str, dict[str, Any]] = {
+        r.name: {"run_dir": str(r.run_dir), "status": "finished", "message": "already finished"}
+        for r in runs if r not in pending
+    }
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def args(run: StudyRun) -> tuple[RunKind, dict[str, Any], int | None, str | None]:
+        log = str(log_dir / f"{run.name}.log") if log_dir is not None else None
+        return run.kind, run.config.model_dump(mode="json"), threads, log
+
+    def done(run: StudyRun, outcome: dict[str, Any]) -> None:
+        outcomes[run.name] = outcome
+        if on_done is not None:
+            on_done(run, outcome)
+
+    if not pending:
+        return outcomes
+    if backend == "ray":
+        for run, outcome in zip(pending, _run_on_ray([args(r) for r in pending], ray_address), strict=True):
+            done(run, outcome)
+        return outcomes
+    if backend != "local":
+        raise ConfigError(f"unknown backend {backend!r}; choose 'local' or 'ray'")
+    if workers <= 1:
+        for run in pending:
+            done(run, _guarded(*args(run)))
+        return outcomes
+    # spawn: a fresh interpreter per worker (no forked torch thread pools, no inherited model memory).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_guarded, *args(run)): run for run in pending}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+    return outcomes
+
+
+def _guarded(kind: RunKind, config_data: dict[str, Any], threads: int | None, log_path: str | None) -> dict[str, Any]:
+    try:
+        return _execute(kind, config_data, threads, log_path)
+    except Exception as exc:  # one run's failure must not stop the study
+        return {"run_dir": str(config_data.get("output_dir")), "status": "failed",
+                "message": f"{type(exc).__name__}: {exc}"}
+
+
+def _run_on_ray(payloads: list[tuple[RunKind, dict[str, Any], int | None, str | None]],
+                ray_address: str | None) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("the ray backend needs Ray: pip install 'seqedit[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address=ray_address or os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_guarded)
+    return list(ray.get([remote.remote(*p) for p in payloads]))
+
+
+# ---------------------------------------------------------------------------------------------- results
+COMPACT_FILES = ("config.yaml", "environment.json", "progress.json")
+COMPACT_TABLES = ("norms", "checkpoints", "requests", "timings")
+
+
+def collect_results(run: StudyRun, destination: Path) -> Path | None:
+    """Copy a run's compact results (config, resolved editor settings, summary, tables as Parquet; never
+    ledgers or editor state) into ``destination/<run name>``; a run still in progress is collected up to
+    its last completed step. Returns the folder, or None when the run has not started."""
+    import pandas as pd
+
+    store = RunStore(run.run_dir)
+    if not store.exists():
+        return None
+    target = destination / run.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in COMPACT_FILES:
+        if (run.run_dir / name).exists():
+            shutil.copy2(run.run_dir / name, target / name)
+    for resolved in sorted(run.run_dir.glob("editor*.*")) + sorted(run.run_dir.glob("resolved*.*")):
+        if resolved.is_file() and resolved.suffix in {".yaml", ".yml", ".json"}:
+            shutil.copy2(resolved, target / resolved.name)
+    progress = store.read_progress()
+    completed = int(progress.get("completed_steps", 0))
+    for table in COMPACT_TABLES:
+        rows = [r for r in store.read(table) if int(r.get("step", 0)) <= completed]
+        frame = pd.DataFrame(rows)
+        for column in frame.columns:  # mixed None/str/number columns: Parquet needs one type per column
+            if frame[column].dtype == object:
+                frame[column] = frame[column].map(lambda v: None if v is None else (v if isinstance(v, str) else json_text(v)))
+        frame.to_parquet(target / f"{table}.parquet", index=False)
+    summary = _collected_summary(run, store, progress)
+    (target / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
+def _collected_summary(run: StudyRun, store: RunStore, progress: Mapping[str, Any]) -> dict[str, Any]:
+    from seqedit.runner.summary import summarise
+
+    if run.kind == "edit":
+        assert isinstance(run.config, RunConfig)
+        summary = summarise(store, run.config)
+        summary["n_steps"] = summary.get("steps")
+    else:
+        existing = run.run_dir / "summary.json"
+        import json
+
+        summary = json.loads(existing.read_text(encoding="utf-8")) if existing.exists() else {}
+        summary.setdefault("kind", getattr(run.config, "kind", None))
+        summary["method"] = f"intervention:{getattr(run.config, 'kind', '')}"
+        summary["n_steps"] = int(progress.get("completed_steps", 0))
+        summary["n_edits"] = 0
+    summary["run"] = run.name
+    summary["status"] = progress.get("status")
+    summary["completed_steps"] = progress.get("completed_steps")
+    return summary
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats become null (JSON has no NaN); containers are walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON (non-finite numbers as null)."""
+    import json
+
+    from seqedit.utils.io import json_default
+
+    return json.dumps(_finite(value), default=json_default, indent=indent, allow_nan=False)
