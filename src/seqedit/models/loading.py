@@ -77,6 +77,20 @@ def resolve_source(name_or_path: str, *, cache_dir: Path | None = None, allow_op
     )
 
 
+TINY_PREFIX = "tiny-"
+
+
+def _load_tiny(name: str, dtype: str | torch.dtype, device: str | torch.device | None) -> LoadedModel:
+    """``tiny-<family>``: the randomly initialised test model of that family (seed 0): a model name that
+    runs, studies and the CLI accept, for smoke tests without any download."""
+    from seqedit.models.tiny import TINY_FAMILIES, build_tiny_model
+
+    family = name[len(TINY_PREFIX):]
+    if family not in TINY_FAMILIES:
+        raise ModelLoadError(f"unknown tiny model '{name}'; choose one of {', '.join('tiny-' + f for f in TINY_FAMILIES)}")
+    return build_tiny_model(family, dtype=resolve_dtype(dtype), device=resolve_device(device))  # type: ignore[arg-type]
+
+
 def _check_local_dir(path: Path) -> None:
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
@@ -99,9 +113,12 @@ def load(
 ) -> LoadedModel:
     """Load a causal LM in eval mode with its tokenizer and architecture adapter.
 
-    ``name_or_path``: an embedded model (``smollm2-135m``, ``gemma3-270m``), a local directory or a hub id.
+    ``name_or_path``: an embedded model (``smollm2-135m``, ``gemma3-270m``), a local directory, a hub id, or
+    ``tiny-<family>`` (a random test model).
     ``device=None`` or ``"auto"`` picks the best available accelerator.
     """
+    if name_or_path.startswith(TINY_PREFIX):
+        return _load_tiny(name_or_path, dtype, device)
     settings = get_settings()
     offline = settings.offline if offline is None else offline
     kind, location = resolve_source(name_or_path, cache_dir=cache_dir)

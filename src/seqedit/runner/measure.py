@@ -158,13 +158,13 @@ class Measurements:
             pool, scope = self._retention_set(self.planned, step)
             return self._evaluate(pool, scope)
         rows = self._evaluate(latest, "latest")
-        if self.config.evaluation.retention != "none":
-            if len(so_far) == len(latest):  # first batch: "all so far" is the latest batch
-                rows += [{**r, "scope": "all"} for r in rows]
-            else:
-                pool, scope = self._retention_set(so_far, step)
-                rows += self._evaluate(pool, scope)
-        return rows
+        retention = self.config.evaluation.retention
+        if retention == "none":
+            return rows
+        if len(so_far) == len(latest) and retention != "fixed":  # first batch: "all so far" is the latest batch
+            return rows + [{**r, "scope": "all"} for r in rows]
+        pool, scope = self._retention_set(so_far, step)
+        return rows + (self._evaluate(pool, scope) if pool else [])
 
     @torch.no_grad()
     def checkpoint(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -300,21 +299,8 @@ def _collected_summary(run: StudyRun, store: RunStore, progress: Mapping[str, An
     return summary
 
 
-def _finite(value: Any) -> Any:
-    """Non-finite floats become null (JSON has no NaN); containers are walked."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def json_text(value: Any, indent: int | None = None) -> str:
     """Strict JSON (non-finite numbers as null)."""
-    import json
+    from seqedit.utils.io import strict_json
 
-    from seqedit.utils.io import json_default
-
-    return json.dumps(_finite(value), default=json_default, indent=indent, allow_nan=False)
+    return strict_json(value, indent)

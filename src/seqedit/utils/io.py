@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -88,3 +89,22 @@ def json_default(obj: Any) -> Any:
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serialisable")
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON has no NaN or Infinity); containers and
+    numpy scalars are walked."""
+    if hasattr(value, "item") and not isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON text that every parser accepts: non-finite numbers become null."""
+    return json.dumps(finite_or_none(value), default=json_default, indent=indent, allow_nan=False)

@@ -1,0 +1,93 @@
+"""Rebuild docs/findings.md, its figures and the README's verdict table from the committed study results.
+
+    python scripts/build_findings.py [--results results/seed-findings] [--docs docs]
+
+Reads only the compact results under ``--results`` (one folder per run, written by
+``seqedit study examples/study/seed-findings.yaml --collect results/seed-findings``); runs no model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from seqedit.report.findings import analyse_runs, render_markdown, verdicts, write_findings
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_COMMAND = (
+    "seqedit study examples/study/seed-findings.yaml --workers 2 --threads 1 --collect results/seed-findings"
+    " && python scripts/build_findings.py"
+)
+README_START = "<!-- findings-table:start -->"
+README_END = "<!-- findings-table:end -->"
+
+PROTOCOL = """\
+The claims of Gupta et al. (2025), *Norm Growth and Stability Challenges in Localized Sequential Knowledge
+Editing*, checked on the embedded model (SmolLM2-135M-Instruct, dequantised from Q4_1) with CounterFact,
+numbered as in the README: **C1** post-training interventions grow the norms of the updated matrices;
+**C2** every editor grows the edited matrices with every edit; **C3** the localized growth unbalances the
+model (degradation, collapse); **C4** activation norms fall and activations move into other subspaces;
+**C5** MPES and a Frobenius-norm constraint (ENCORE) slow this. And the norm-feedback question of
+Norm-Anchor Scaling (Liu et al. 2026): exponential growth before a collapse, or ‖W − W₀‖ ∝ √edits?
+
+**Protocol** (`examples/study/seed-findings.yaml`; each run's resolved settings are committed beside its
+tables): one CounterFact fact stream (seeded order 0) for every editor; norms of all 210 matrices after every
+batch; at checkpoints (every 100 edits and log-spaced) edit scores on a fixed seeded sample of 200 of the
+planned facts (those already edited), perplexity on 4,096 WikiText-2 *valid* tokens, 3-shot SST-2 and MMLU
+on 200 examples each, and activations on 16 WikiText-2 *test* snippets plus 16 prompts of unedited facts,
+read against noise floors from two halves of that probe set on the unedited model. Key statistics come from
+WikiText-2 *test* paragraphs (300). MPES counts every rewriting prompt (`mpes_rule: all_prompts`); r-ROME
+uses the plain-mean key and its residual (docs/editors.md).
+
+**Budget.** Measured on this 2-core machine (one torch thread per run, two runs at once, other work on the
+machine): MEMIT about 10-20 s per edit including checkpoints, so 1,000 edits take several hours. Runs that
+did not finish within a working session resume exactly in the next one; every table below says how far each
+run has got, and a verdict is only as strong as the edit counts behind it.
+
+**How the verdicts are decided** (`src/seqedit/report/findings.py`): C1 shown when every intervention
+without weight decay grew most of its trained matrices; C2 shown when every editor grew its edited matrices
+and the mean norm rose after ≥90% of the batches; C3 shown when a run met a collapse criterion (perplexity
+≥2× the unedited, latest-batch efficacy <.5 at two checkpoints in a row, some edited matrix at ≥2× its
+norm, non-finite values), partly shown when perplexity rose ≥10% or an accuracy fell by more than twice its
+binomial noise; C4 judged per layer against the noise floor (a move counts at ≥3× the floor); C5 shown when
+ENCORE is below MEMIT on norm growth, distance, perplexity rise and hidden-state angle; the loop shown when
+an exponential fits ‖W − W₀‖ best, the log-log slope exceeds 1 and ‖δ‖ rises with ‖W‖.
+"""
+
+
+def readme_table(found: list) -> str:
+    rows = ["| claim | verdict on SmolLM2-135M |", "|---|---|"]
+    rows += [f"| {v.claim}: {v.title} | **{v.verdict}** |" for v in found]
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "seed-findings")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args()
+    runs = sorted(p for p in args.results.iterdir() if (p / "progress.json").exists())
+    if not runs:
+        raise SystemExit(f"{args.results}: no collected runs (run the study with --collect first)")
+    images = args.docs / "images" / "findings"
+    page = args.docs / "findings.md"
+    write_findings(runs, images, title="Findings: the seed paper's claims on SmolLM2-135M",
+                   image_prefix="images/findings/", command=STUDY_COMMAND, markdown_path=page)
+    analysed = analyse_runs(runs)
+    found = verdicts([f for _, f in analysed])
+    body = render_markdown("Findings: the seed paper's claims on SmolLM2-135M", found, [f for _, f in analysed],
+                           "images/findings/", STUDY_COMMAND)
+    title, _, rest = body.partition("\n\n")
+    page.write_text(f"{title}\n\n{PROTOCOL}\n{rest}", encoding="utf-8")
+    text = args.readme.read_text(encoding="utf-8")
+    if README_START in text and README_END in text:
+        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
+        text = pattern.sub(f"{README_START}\n{readme_table(found)}\n{README_END}", text)
+        args.readme.write_text(text, encoding="utf-8")
+    print(f"wrote {page} and {images}/")
+
+
+if __name__ == "__main__":
+    main()

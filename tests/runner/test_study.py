@@ -1,0 +1,124 @@
+"""Studies on tiny models: runs from defaults and overrides, continuing unfinished runs, compact results,
+and the findings page built from them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from seqedit.report.findings import FIGURES, write_findings
+from seqedit.runner.config import ConfigError
+from seqedit.runner.run import run_experiment
+from seqedit.runner.store import RunStore
+from seqedit.runner.study import collect_results, load_study, run_state, run_study, study_runs
+
+TINY_MEMIT = {  # as in conftest.py: a small MEMIT on a tiny model
+    "layers": [1, 2], "v_num_grad_steps": 4, "mom2_corpus": "builtin", "mom2_n_samples": 20, "mom2_max_length": 64,
+    "context_count": 1,
+}
+
+
+def _study_file(tmp_path, runs=None):
+    study = {
+        "name": "tiny-study",
+        "output_dir": str(tmp_path / "study"),
+        "defaults": {
+            "model": "tiny-llama",
+            "dataset": {"name": "builtin"},
+            "num_edits": 4,
+            "batch_size": 2,
+            "checkpoints": {"every": 2},
+            "probe": {"texts": 4, "prompts": 4, "max_tokens": 24, "pca_k": 3},
+            "evaluation": {"batch_size": 8, "retention": "fixed", "retention_sample": 3},
+            "hparams": dict(TINY_MEMIT),
+        },
+        "runs": runs or {"memit": {"method": "memit"}, "encore": {"method": "encore", "hparams": {"norm_lambda": 5.0}}},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    return path
+
+
+def test_runs_merge_defaults_with_their_overrides(tmp_path):
+    study = load_study(_study_file(tmp_path))
+    runs = {r.name: r for r in study_runs(study)}
+    assert runs["encore"].config.hparams == {**TINY_MEMIT, "norm_lambda": 5.0}  # nested mappings merge
+    assert runs["memit"].config.output_dir == tmp_path / "study" / "memit"
+    assert runs["memit"].config.name == "memit"
+    assert [r.name for r in study_runs(study, ["encore"])] == ["encore"]
+    with pytest.raises(ConfigError, match="no run named nope"):
+        study_runs(study, ["nope"])
+
+
+def test_bad_study_files_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nruns: {'../escape': {method: memit}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_study(bad)
+    path = _study_file(tmp_path, {"memit": {"method": "memit", "num_edits": "many"}})
+    with pytest.raises(ConfigError, match="run 'memit'.*num_edits"):
+        study_runs(load_study(path))
+
+
+def test_study_continues_unfinished_runs_and_collects_compact_results(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n".join(f"Paragraph {i} says that the river runs past the old mill again." for i in range(40)))
+    cpt = {"intervention": {"kind": "continued-pretraining", "model": "tiny-llama", "data": str(text), "steps": 4,
+                            "batch_size": 2, "seq_len": 16, "record_every": 2}}
+    study = load_study(_study_file(tmp_path, {"memit": {"method": "memit"},
+                                              "encore": {"method": "encore", "hparams": {"norm_lambda": 5.0}},
+                                              "cpt": cpt}))
+    runs = {r.name: r for r in study_runs(study)}
+    # memit is interrupted after one of its two steps; encore has not started.
+    partial = run_experiment(runs["memit"].config, show_progress=False, max_steps=1)
+    assert partial.completed_steps == 1 and run_state(runs["memit"]) == "running"
+    outcomes = run_study(list(runs.values()), log_dir=tmp_path / "logs")
+    assert {name: o["status"] for name, o in outcomes.items()} == {n: "finished" for n in ("memit", "encore", "cpt")}
+    assert all(run_state(r) == "finished" for r in runs.values())
+    # the continued run equals an uninterrupted one
+    fresh = runs["memit"].config.model_copy(update={"output_dir": tmp_path / "fresh"})
+    run_experiment(fresh, show_progress=False)
+    continued = [(r["step"], r["matrix"], r["fro"]) for r in RunStore(runs["memit"].run_dir).read("norms")]
+    uninterrupted = [(r["step"], r["matrix"], r["fro"]) for r in RunStore(tmp_path / "fresh").read("norms")]
+    assert continued == uninterrupted
+    # a finished study is left alone
+    assert run_study(list(runs.values()))["memit"]["message"] == "already finished"
+
+    folder = collect_results(runs["memit"], tmp_path / "results")
+    assert folder is not None
+    assert not (folder / "ledger").exists() and not (folder / "state").exists()
+    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    assert summary["method"] == "memit" and summary["n_edits"] == 4 and summary["n_steps"] == 2
+    norms = pd.read_parquet(folder / "norms.parquet")
+    assert len(norms) == len(RunStore(runs["memit"].run_dir).read("norms"))
+    checkpoints = pd.read_parquet(folder / "checkpoints.parquet")
+    assert {"fixed", "latest"} <= set(checkpoints["scope"].dropna())
+    floors = checkpoints[checkpoints["name"] == "principal_angle_mean_deg_floor"]
+    assert not floors.empty and (floors["step"] == 0).all()
+
+    # the findings page reads the compact copies exactly as it reads run directories
+    folders = [collect_results(r, tmp_path / "results") for r in runs.values()]
+    page = write_findings([f for f in folders if f is not None], tmp_path / "findings", title="tiny")
+    text = page.read_text(encoding="utf-8")
+    for claim in ("C1", "C2", "C3", "C4", "C5", "loop"):
+        assert f"## {claim}:" in text
+    found = json.loads((tmp_path / "findings" / "findings.json").read_text(encoding="utf-8"))
+    verdicts = {v["claim"]: v["verdict"] for v in found["verdicts"]}
+    assert set(verdicts.values()) <= {"shown", "partly shown", "not shown on this model", "not measured"}
+    assert verdicts["C5"] != "not measured"  # a MEMIT and an ENCORE run are there
+    memit = next(r for r in found["runs"] if r["name"] == "memit")
+    curve = pd.read_parquet(folder / "norms.parquet")
+    edited_end = curve[(curve["step"] == 2) & (curve["dist_from_init"] > 0)]["fro_rel"].mean()
+    assert memit["numbers"]["fro_rel_mean_end"] == pytest.approx(edited_end, rel=1e-12)
+    assert all((tmp_path / "findings" / name).stat().st_size > 1000 for name in FIGURES)
+
+
+def test_fixed_retention_follows_the_same_facts(tmp_path):
+    study = load_study(_study_file(tmp_path, {"memit": {"method": "memit", "num_edits": 6}}))
+    (run,) = study_runs(study)
+    run_experiment(run.config, show_progress=False)
+    rows = [r for r in RunStore(run.run_dir).read("checkpoints") if r["scope"] == "fixed" and r["name"] == "efficacy_score"]
+    assert [r["n_edits"] for r in rows] == [0, 2, 4, 6]
