@@ -82,3 +82,33 @@ def test_quick_demo_writes_both_runs_and_the_comparison(embedded_model, tmp_path
     html = (out / "comparison" / "index.html").read_text()
     assert "memit" in html and "encore" in html and "data:image/png;base64" in html
     assert "Comparison report" in result.output
+
+
+def test_study_dry_run_lists_the_runs(tmp_path):
+    result = runner.invoke(app, ["study", "examples/study/seed-findings.yaml", "--dry-run", "-o", str(tmp_path)],
+                           env={"COLUMNS": "150"})
+    assert result.exit_code == 0, result.output
+    for run in ("memit", "encore", "alphaedit", "emmet", "r-rome", "ft-l", "lora", "mend", "cpt-wd0", "lora-wd0.01"):
+        assert run in result.output
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    bad = runner.invoke(app, ["study", str(tmp_path / "missing.yaml")])
+    assert bad.exit_code == 2 and "no such study file" in bad.output
+
+
+@pytest.mark.integration
+@pytest.mark.data
+def test_quick_study_runs_every_family_and_writes_the_findings(embedded_model, shared_data_dir, tmp_path):
+    out, results = tmp_path / "study", tmp_path / "results"
+    args = ["study", "examples/study/seed-findings-quick.yaml", "-o", str(out), "--collect", str(results)]
+    result = runner.invoke(app, args, env={"COLUMNS": "150"})
+    assert result.exit_code == 0, result.output
+    for run in ("memit", "encore", "r-rome", "ft-l", "lora", "cpt-wd0"):
+        progress = json.loads((out / run / "progress.json").read_text())
+        assert progress["status"] == "finished", (run, progress)
+        summary = json.loads((results / run / "summary.json").read_text())
+        assert summary["n_steps"] > 0 and summary["method"]
+        assert (results / run / "norms.parquet").exists() and not (results / run / "ledger").exists()
+    page = (out / "_findings" / "findings.md").read_text()
+    assert all(f"## {claim}:" in page for claim in ("C1", "C2", "C3", "C4", "C5"))
+    again = runner.invoke(app, args, env={"COLUMNS": "150"})  # everything finished: nothing is re-run
+    assert again.exit_code == 0 and again.output.count("finished") >= 6

@@ -42,7 +42,7 @@ def study_command(
         study = load_study(study_file, output_dir)
         runs = study_runs(study, only)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
 
     def size(run: object) -> str:
