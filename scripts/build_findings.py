@@ -46,8 +46,9 @@ did not finish within a working session resume exactly in the next one; every ta
 run has got, and a verdict is only as strong as the edit counts behind it.
 
 **How the verdicts are decided** (`src/seqedit/report/findings.py`): C1 shown when every intervention
-without weight decay grew most of its trained matrices; C2 shown when every editor grew its edited matrices
-and the mean norm rose after ≥90% of the batches; C3 shown when a run met a collapse criterion (perplexity
+without weight decay grew most of its trained matrices and all three kinds ran; C2 shown when every editor
+family ran, grew its edited matrices and its mean norm rose after ≥90% of the batches (a verdict over fewer
+families or kinds is at most "partly shown"); C3 shown when a run met a collapse criterion (perplexity
 ≥2× the unedited, latest-batch efficacy <.5 at two checkpoints in a row, some edited matrix at ≥2× its
 norm, non-finite values), partly shown when perplexity rose ≥10% or an accuracy fell by more than twice its
 binomial noise; C4 judged per layer against the noise floor (a move counts at ≥3× the floor); C5 shown when

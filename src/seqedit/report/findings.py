@@ -5,10 +5,11 @@ produced it. Nothing here runs a model; every number comes from the runs' tables
 Verdict rules (stated on the page as well):
 * **C1** (post-training grows norms): per intervention run, the mean ‖W‖/‖W₀‖ − 1 of the trained matrices
   at the last step and the share of them that grew. Shown when every run without weight decay grew most
-  of its trained matrices.
+  of its trained matrices and all three kinds were run (else at most partly shown).
 * **C2** (every editor grows the edited matrices with every edit): per editing run, the growth of the mean
   ‖W‖ of the edited matrices and the share of batches after which it rose. Shown when every run grew and
-  rose after at least 90% of its batches; partly shown when every run grew.
+  rose after at least 90% of its batches and every family (C2_METHODS) was run; partly shown when every
+  run grew.
 * **C3** (imbalance, degradation, collapse): the first edit count meeting each collapse criterion, and the
   change of perplexity and downstream accuracy against their noise (binomial standard error of an
   accuracy; perplexity has none here, so a rise of 10% is taken as real). Shown when a run collapsed;
@@ -44,6 +45,9 @@ REAL_PERPLEXITY_RISE = 0.10  # a rise of perplexity taken as a degradation
 C2_RISING_SHARE = 0.9
 DRIFT_OVER_FLOOR = 3.0  # a drift statistic this many times its noise floor counts as a real move
 SITE = "block"  # activations of the residual stream after each block
+# What "every editor family" and "every intervention" mean for C2 and C1: a verdict over fewer is partial.
+C2_METHODS = ("ft-l", "lora", "mend", "rome", "memit", "emmet", "alphaedit")
+C1_KINDS = ("continued-pretraining", "finetune", "lora")
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -284,6 +288,11 @@ def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
     no_decay = [r for r in runs if "weight decay 0)" in r.method or r.method.endswith("decay 0.0)")]
     grew = [r for r in no_decay if r.numbers["fro_rel_mean_end"] > 1 and r.numbers.get("grew_share", 0) > 0.5]
     verdict = "shown" if no_decay and len(grew) == len(no_decay) else ("partly shown" if grew else "not shown on this model")
+    missing = [k for k in C1_KINDS if not any(r.method.startswith(k + " ") for r in runs)]
+    if missing and verdict == "shown":
+        verdict = "partly shown"
+    if missing:
+        lines.append(f"- not run yet: {', '.join(missing)}")
     return Verdict("C1", "Post-training interventions grow the norms", verdict, lines, "findings_c1_interventions.png")
 
 
@@ -299,6 +308,11 @@ def verdict_c2(runs: Sequence[RunFindings]) -> Verdict:
     steady = [r for r in grew if r.numbers["rising_share"] >= C2_RISING_SHARE]
     verdict = ("shown" if len(steady) == len(runs) else "partly shown" if len(grew) == len(runs) else
                "not shown on this model" if not grew else "partly shown")
+    missing = [m for m in C2_METHODS if m not in {r.method for r in runs}]
+    if missing and verdict == "shown":
+        verdict = "partly shown"
+    if missing:
+        lines.append(f"- not run yet: {', '.join(missing)}")
     return Verdict("C2", "Every editor grows the edited matrices with every edit", verdict, lines, "findings_c2_norm_growth.png")
 
 
@@ -378,6 +392,8 @@ def verdict_c4(runs: Sequence[RunFindings]) -> Verdict:
             f"{min(a['cka'].values()):.3f}")
     verdict = ("shown" if fell == len(runs) and turned == len(runs) else
                "partly shown" if fell or turned else "not shown on this model")
+    lines += ["", "Over the edits, at the last edited layer, halfway up and at the last layer:", "",
+              "![C4 over the edits](IMAGE_PREFIXfindings_c4_activation_curves.png)"]
     return Verdict("C4", "Activation norms fall; activations leave the unedited subspaces", verdict, lines,
                    "findings_c4_activations.png")
 
@@ -516,6 +532,44 @@ def figure_activations(runs: Sequence[tuple[RunData, RunFindings]], path: Path) 
     fig.savefig(path)
 
 
+def tracked_layers(run: RunData) -> list[int]:
+    """Three layers to follow over the edits: the last edited one, one halfway up, the last one."""
+    rows = run.group("activation")
+    layers = sorted({int(v) for v in rows["layer"].dropna()}) if not rows.empty else []
+    if not layers:
+        return []
+    changed = _edited_norms(run)
+    edited = sorted({int(v) for v in changed["layer"].dropna()}) if not changed.empty else []
+    top = edited[-1] if edited else layers[0]
+    return sorted({top, (top + layers[-1]) // 2, layers[-1]})
+
+
+@styled
+def figure_activation_curves(runs: Sequence[tuple[RunData, RunFindings]], path: Path) -> None:
+    """Residual-stream norm ratio and subspace angle over the edits at the last edited layer, halfway up
+    and at the last layer, each run in its colour, line style by layer."""
+    edit_runs = [(d, f) for d, f in runs if d.kind == "edit" and not d.group("activation").empty]
+    fig, (ax_norm, ax_angle, ax_energy) = new_figure(3, legend=True)
+    styles = ("-", "--", ":")
+    for (data, finding), color in zip(edit_runs, series_colors(len(edit_runs)), strict=True):
+        rows = data.group("activation")
+        rows = rows[rows["scope"] == SITE]
+        for layer, style in zip(tracked_layers(data), styles, strict=False):
+            at = rows[rows["layer"] == layer]
+            for ax, name in ((ax_norm, "residual_norm_rel"), (ax_angle, "principal_angle_mean_deg"),
+                             (ax_energy, "energy_outside_topk")):
+                series = at[at["name"] == name].groupby("n_edits")["value"].mean()
+                if not series.empty:
+                    ax.plot(series.index, series.to_numpy(), color=color, ls=style, marker="o", ms=2,
+                            label=f"{finding.method}, layer {layer}")
+    ax_norm.axhline(1.0, color="#999999", lw=0.8)
+    ax_norm.set(xlabel="number of edits", ylabel="residual-stream norm / unedited")
+    ax_angle.set(xlabel="number of edits", ylabel="mean principal angle (°)")
+    ax_energy.set(xlabel="number of edits", ylabel="energy outside the unedited top-k subspace")
+    _legend(ax_energy)
+    fig.savefig(path)
+
+
 @styled
 def figure_growth_fits(runs: Sequence[tuple[RunData, RunFindings]], path: Path) -> None:
     edit_runs = [(d, f) for d, f in runs if d.kind == "edit" and f.numbers.get("fits_dist")]
@@ -543,6 +597,7 @@ FIGURES = {
     "findings_c2_norm_growth.png": figure_norm_growth,
     "findings_c3_degradation.png": figure_degradation,
     "findings_c4_activations.png": figure_activations,
+    "findings_c4_activation_curves.png": figure_activation_curves,
     "findings_growth_fits.png": figure_growth_fits,
 }
 
@@ -569,7 +624,8 @@ def render_markdown(title: str, found: Sequence[Verdict], findings: Sequence[Run
     lines += ["", "Runs: " + ", ".join(f"{f.name} ({f.method}, {f.size} {'steps' if f.kind == 'intervention' else 'edits'}, "
                                        f"{f.status})" for f in findings), ""]
     for v in found:
-        lines += [f"## {v.claim}: {v.title}", "", f"Verdict: **{v.verdict}**", "", *v.lines, ""]
+        body = [line.replace("IMAGE_PREFIX", image_prefix) for line in v.lines]
+        lines += [f"## {v.claim}: {v.title}", "", f"Verdict: **{v.verdict}**", "", *body, ""]
         if v.figure:
             lines += [f"![{v.claim}]({image_prefix}{v.figure})", ""]
     if command:
