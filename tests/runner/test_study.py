@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import torch
 import pytest
 import yaml
 
@@ -13,7 +14,7 @@ from seqedit.report.findings import FIGURES, write_findings
 from seqedit.runner.config import ConfigError
 from seqedit.runner.run import run_experiment
 from seqedit.runner.store import RunStore
-from seqedit.runner.study import collect_results, load_study, run_state, run_study, study_runs
+from seqedit.runner.study import collect_results, load_study, refresh_spectra, run_state, run_study, study_runs
 
 TINY_MEMIT = {  # as in conftest.py: a small MEMIT on a tiny model
     "layers": [1, 2], "v_num_grad_steps": 4, "mom2_corpus": "builtin", "mom2_n_samples": 20, "mom2_max_length": 64,
@@ -100,7 +101,9 @@ def test_study_continues_unfinished_runs_and_collects_compact_results(tmp_path):
     assert not floors.empty and (floors["step"] == 0).all()
 
     # the findings page reads the compact copies exactly as it reads run directories
+    assert refresh_spectra(runs["memit"]) is not None and refresh_spectra(runs["cpt"]) is None
     folders = [collect_results(r, tmp_path / "results") for r in runs.values()]
+    assert (tmp_path / "results" / "memit" / "spectra.parquet").exists()
     page = write_findings([f for f in folders if f is not None], tmp_path / "findings", title="tiny")
     text = page.read_text(encoding="utf-8")
     for claim in ("C1", "C2", "C3", "C4", "C5", "loop"):
@@ -114,6 +117,7 @@ def test_study_continues_unfinished_runs_and_collects_compact_results(tmp_path):
     edited_end = curve[(curve["step"] == 2) & (curve["dist_from_init"] > 0)]["fro_rel"].mean()
     assert memit["numbers"]["fro_rel_mean_end"] == pytest.approx(edited_end, rel=1e-12)
     assert all((tmp_path / "findings" / name).stat().st_size > 1000 for name in FIGURES)
+    assert memit["numbers"]["spectra"]["condition_number"]["end"] > 1
 
 
 def test_fixed_retention_follows_the_same_facts(tmp_path):
@@ -122,3 +126,28 @@ def test_fixed_retention_follows_the_same_facts(tmp_path):
     run_experiment(run.config, show_progress=False)
     rows = [r for r in RunStore(run.run_dir).read("checkpoints") if r["scope"] == "fixed" and r["name"] == "efficacy_score"]
     assert [r["n_edits"] for r in rows] == [0, 2, 4, 6]
+
+
+def test_spectra_are_rebuilt_from_the_ledger_at_checkpoints(tmp_path):
+    from seqedit.models.tiny import build_tiny_model
+    from seqedit.runner.spectra import run_spectra
+
+    study = load_study(_study_file(tmp_path, {"memit": {"method": "memit"}}))
+    (run,) = study_runs(study)
+    lm = build_tiny_model("llama", num_layers=4, hidden=64, seed=0)
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    run_experiment(run.config, lm=lm, show_progress=False)
+    final = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    fresh = build_tiny_model("llama", num_layers=4, hidden=64, seed=0)
+    rows = [json.loads(line) for line in run_spectra(run.run_dir, fresh).read_text().splitlines()]
+    assert all(torch.equal(p, before[n]) for n, p in fresh.model.named_parameters())  # model given back unchanged
+    assert sorted({r["step"] for r in rows}) == [0, 1, 2]  # checkpoints every 2 edits, batches of 2
+    assert {r["layer"] for r in rows} == {1, 2}
+    last = {r["matrix"]: r for r in rows if r["step"] == 2}
+    for matrix, row in last.items():
+        expected = torch.linalg.svdvals(final[matrix + ".weight"].double())
+        assert row["singular_values"] == pytest.approx(expected.tolist(), rel=1e-9)
+        assert row["condition_number"] == pytest.approx(float(expected[0] / expected[-1]), rel=1e-9)
+    first = {r["matrix"]: r for r in rows if r["step"] == 0}
+    for matrix, row in first.items():
+        assert row["sigma_max"] == pytest.approx(float(torch.linalg.svdvals(before[matrix + ".weight"].double())[0]))

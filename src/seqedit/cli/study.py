@@ -35,7 +35,14 @@ def study_command(
 ) -> None:
     """Run a study: a named set of runs sharing facts, probes and statistics; then the comparison and findings."""
     from seqedit.runner.config import ConfigError
-    from seqedit.runner.study import collect_results, load_study, run_state, run_study, study_runs
+    from seqedit.runner.study import (
+        collect_results,
+        load_study,
+        refresh_spectra,
+        run_state,
+        run_study,
+        study_runs,
+    )
 
     console = Console()
     try:
@@ -61,6 +68,9 @@ def study_command(
 
         run_study(runs, workers=workers, backend=backend, threads=threads,  # type: ignore[arg-type]
                   log_dir=study.output_dir / "_logs", ray_address=ray_address, on_done=report)
+    for run in runs:  # singular spectra at checkpoints, rebuilt from each editing run's ledger
+        if refresh_spectra(run) is not None:
+            console.print(f"spectra of {run.name} at its checkpoints: {run.run_dir / 'spectra.jsonl'}")
     if collect is not None:
         for run in runs:
             folder = collect_results(run, collect)

@@ -192,6 +192,26 @@ def feedback_numbers(run: RunData) -> dict[str, Any]:
     return out
 
 
+def read_spectra(run: RunData) -> pd.DataFrame:
+    """The run's ``spectra`` table (runner.spectra), from Parquet or JSONL; empty when it was not made."""
+    for name, reader in (("spectra.parquet", pd.read_parquet), ("spectra.jsonl", lambda p: pd.read_json(p, lines=True))):
+        file = run.path / name
+        if file.exists() and file.stat().st_size > 0:
+            return reader(file)
+    return pd.DataFrame()
+
+
+def spectra_numbers(run: RunData) -> dict[str, Any]:
+    """Mean over the edited matrices of the spectrum figures at step 0 and at the last checkpoint."""
+    table = read_spectra(run)
+    if table.empty:
+        return {}
+    first, last = table[table["step"] == 0], table[table["step"] == table["step"].max()]
+    columns = ["sigma_max", "condition_number", "effective_rank", "stable_rank", "top8_energy_share"]
+    return {"at": float(last["n_edits"].max()),
+            **{c: {"start": float(first[c].mean()), "end": float(last[c].mean())} for c in columns if c in table}}
+
+
 def activation_numbers(run: RunData) -> dict[str, Any]:
     """Per layer at the last checkpoint: residual norm ratio, principal angle and CKA, with the noise floors."""
     rows = run.group("activation")
@@ -254,6 +274,7 @@ def analyse(run: RunData, name: str) -> RunFindings:
                 if len(series):
                     numbers[metric] = {"start": float(series.iloc[0]), "end": float(series.iloc[-1])}
         numbers["collapse"] = collapse_points(run)
+        numbers["spectra"] = spectra_numbers(run)
         numbers["feedback"] = feedback_numbers(run)
         examples = run.config.get("evaluation", {}).get("downstream_examples")
         numbers["downstream_examples"] = examples
@@ -342,6 +363,12 @@ def verdict_c3(runs: Sequence[RunFindings]) -> Verdict:
                 parts.append(f"{task.upper()} {acc['start']:.3f} → {acc['end']:.3f} (noise ±{two_se:.3f})")
                 if drop > two_se:
                     degraded.append(r.name)
+        spec = n.get("spectra") or {}
+        if spec.get("condition_number"):
+            parts.append(f"edited matrices' condition number {spec['condition_number']['start']:.1f} → "
+                         f"{spec['condition_number']['end']:.1f}, effective rank {spec['effective_rank']['start']:.1f} → "
+                         f"{spec['effective_rank']['end']:.1f}, top-8 energy share {spec['top8_energy_share']['start']:.3f} → "
+                         f"{spec['top8_energy_share']['end']:.3f}")
         hits = {k: v for k, v in (n.get("collapse") or {}).items() if v}
         if hits:
             collapsed.append(r.name)
@@ -350,6 +377,8 @@ def verdict_c3(runs: Sequence[RunFindings]) -> Verdict:
             parts.append("no collapse criterion met")
         lines.append(f"- {r.method} ({r.size} edits): " + "; ".join(parts))
     verdict = "shown" if collapsed else "partly shown" if degraded else "not shown on this model"
+    lines += ["", "Singular spectra of the edited matrices at the checkpoints (rebuilt from the runs' ledgers):", "",
+              "![C3 spectra](IMAGE_PREFIXfindings_c3_spectra.png)"]
     return Verdict("C3", "Imbalance, degradation and collapse", verdict, lines, "findings_c3_degradation.png")
 
 
@@ -503,6 +532,33 @@ def figure_degradation(runs: Sequence[tuple[RunData, RunFindings]], path: Path) 
 
 
 @styled
+def figure_spectra(runs: Sequence[tuple[RunData, RunFindings]], path: Path) -> None:
+    """Left: the spectrum of the top edited matrix of each run, unedited (grey) and at its last checkpoint;
+    right: the mean condition number and effective rank of the edited matrices over the edits."""
+    edit_runs = [(d, f, read_spectra(d)) for d, f in runs if d.kind == "edit"]
+    edit_runs = [(d, f, t) for d, f, t in edit_runs if not t.empty]
+    fig, (ax_sigma, ax_cond, ax_rank) = new_figure(3, legend=True)
+    for (_, finding, table), color in zip(edit_runs, series_colors(len(edit_runs)), strict=True):
+        top = table["layer"].max()
+        at_top = table[table["layer"] == top]
+        for step, style, alpha in ((0, ":", 0.7), (int(at_top["step"].max()), "-", 1.0)):
+            row = at_top[at_top["step"] == step]
+            if not row.empty:
+                values = np.asarray(row["singular_values"].iloc[0], dtype=float)
+                when = "unedited" if step == 0 else f"{int(row['n_edits'].iloc[0])} edits"
+                ax_sigma.plot(np.arange(1, len(values) + 1), values, color=color, ls=style, alpha=alpha,
+                              label=f"{finding.method}, layer {top}, {when}")
+        per_step = table.groupby("n_edits")[["condition_number", "effective_rank"]].mean()
+        ax_cond.plot(per_step.index, per_step["condition_number"], color=color, marker="o", ms=3, label=finding.method)
+        ax_rank.plot(per_step.index, per_step["effective_rank"], color=color, marker="o", ms=3, label=finding.method)
+    ax_sigma.set(xscale="log", yscale="log", xlabel="index i", ylabel="singular value σ_i")
+    ax_cond.set(xlabel="number of edits", ylabel="condition number σ_1/σ_r (mean)")
+    ax_rank.set(xlabel="number of edits", ylabel="effective rank (spectral entropy, mean)")
+    _legend(ax_sigma)
+    fig.savefig(path)
+
+
+@styled
 def figure_activations(runs: Sequence[tuple[RunData, RunFindings]], path: Path) -> None:
     edit_runs = [(d, f) for d, f in runs if d.kind == "edit" and f.numbers.get("activations", {}).get("norm_ratio")]
     fig, (ax_norm, ax_angle) = new_figure(2, legend=True)
@@ -596,6 +652,7 @@ FIGURES = {
     "findings_c1_interventions.png": figure_interventions,
     "findings_c2_norm_growth.png": figure_norm_growth,
     "findings_c3_degradation.png": figure_degradation,
+    "findings_c3_spectra.png": figure_spectra,
     "findings_c4_activations.png": figure_activations,
     "findings_c4_activation_curves.png": figure_activation_curves,
     "findings_growth_fits.png": figure_growth_fits,

@@ -244,6 +244,23 @@ def _run_on_ray(payloads: list[tuple[RunKind, dict[str, Any], int | None, str | 
 # ---------------------------------------------------------------------------------------------- results
 COMPACT_FILES = ("config.yaml", "environment.json", "progress.json")
 COMPACT_TABLES = ("norms", "checkpoints", "requests", "timings")
+OPTIONAL_TABLES = ("spectra",)  # rebuilt from the ledger after the run (runner.spectra)
+
+
+def refresh_spectra(run: StudyRun) -> Path | None:
+    """Rebuild ``spectra.jsonl`` of an editing run that kept its ledger, when it is missing or older than the
+    run's progress; returns it (None for interventions and runs without a completed step or ledger)."""
+    from seqedit.runner.spectra import SPECTRA_TABLE, run_spectra
+
+    store = RunStore(run.run_dir)
+    if run.kind != "edit" or not store.exists() or not store.ledger_dir.is_dir():
+        return None
+    if int(store.read_progress().get("completed_steps", 0)) == 0:
+        return None
+    table = store.root / f"{SPECTRA_TABLE}.jsonl"
+    if table.exists() and table.stat().st_mtime >= store.progress_path.stat().st_mtime:
+        return table
+    return run_spectra(run.run_dir)
 
 
 def collect_results(run: StudyRun, destination: Path) -> Path | None:
@@ -272,6 +289,10 @@ def collect_results(run: StudyRun, destination: Path) -> Path | None:
             if frame[column].dtype == object:
                 frame[column] = frame[column].map(lambda v: None if v is None else (v if isinstance(v, str) else json_text(v)))
         frame.to_parquet(target / f"{table}.parquet", index=False)
+    for table in OPTIONAL_TABLES:
+        rows = [r for r in store.read(table) if int(r.get("step", 0)) <= completed] if store.table_path(table).exists() else []
+        if rows:
+            pd.DataFrame(rows).to_parquet(target / f"{table}.parquet", index=False)
     summary = _collected_summary(run, store, progress)
     (target / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     return target
