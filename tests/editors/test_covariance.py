@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tolerances import assert_close_rel
 
 from seqedit.editors import covariance

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tolerances import assert_close_rel
 
 from seqedit.data.records import EditRequest, NeighborhoodPrompt

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tolerances import assert_close_rel
 
 from seqedit.data.records import EditRequest

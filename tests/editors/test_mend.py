@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tolerances import assert_close_rel
 
 from seqedit.data import DatasetNotFoundError

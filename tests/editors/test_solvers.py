@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-
 from tolerances import assert_close_rel, op_norm
 
 from seqedit.editors.solvers import (
