@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
+from seqedit.errors import USER_ERROR_EXIT_CODE, UserError, one_line
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "SEQEDIT_DEBUG"
+
+
+class _App(typer.Typer):
+    """The ``seqedit`` console script calls the app: route it through :func:`main`'s error boundary."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:  # called programmatically with click arguments: plain Typer behaviour
+            return super().__call__(*args, **kwargs)
+        sys.exit(main())
+
+
+app = _App(
     name="seqedit",
     help="Localized sequential knowledge editing of language models, with the damage made visible.",
     no_args_is_help=True,
@@ -153,9 +173,43 @@ def _register_subcommands() -> None:
 
 _register_subcommands()
 
-def main() -> None:
-    app()
+def _user_error(exc: BaseException) -> UserError | None:
+    """The user error behind ``exc`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return its exit status. Bad input (any :class:`~seqedit.errors.UserError`) prints one line
+    and returns 2; its traceback is shown only with ``--debug`` (anywhere on the line) or SEQEDIT_DEBUG=1."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != DEBUG_FLAG]
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args, prog_name="seqedit", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("Aborted.", file=sys.stderr)
+        return 1
+    except click.ClickException as exc:  # usage errors: click's own message, status 2
+        exc.show()
+        return exc.exit_code
+    except Exception as exc:
+        user_error = _user_error(exc)
+        if user_error is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"seqedit: error: {one_line(str(user_error))}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

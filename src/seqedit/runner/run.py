@@ -21,11 +21,13 @@ from seqedit.editors.base import EditError, Editor, EditResult
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
+from seqedit.runner.drift import check_config_on_resume, check_editor_on_resume, record_editor
 from seqedit.runner.measure import Measurements
 from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
 from seqedit.runner.store import RunStore, environment_info
 from seqedit.runner.summary import summarise
+from seqedit.runner.validate import validate_output_dir, validate_with_model
 from seqedit.utils.torch_utils import seed_everything
 
 
@@ -87,21 +89,26 @@ class SequentialRun:
     def execute(self, *, resume: bool = False, max_steps: int | None = None) -> RunOutcome:
         """Run (or resume) to the end, or for at most ``max_steps`` more steps."""
         validate_before_work(self.config)
+        validate_output_dir(self.config)
         selection = select_requests(self.config)
         planned = selection.edits
         completed = 0
         if resume:
             progress = self.store.read_progress()
             completed = int(progress["completed_steps"])
+            self._check_same_config()
             if progress["status"] == "finished":
                 self.log(f"{self.store.root}: already finished")
                 return RunOutcome(self.store.root, "finished", completed, int(progress["n_edits"]))
-            self._check_same_config()
             self.store.truncate_after(completed)
         lm = self._load_model()
+        editor = create_editor(self.config.method, lm, self.config.hparams)
+        validate_with_model(self.config, lm, editor, [*planned, *selection.probes])
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-        editor = create_editor(self.config.method, lm, self.config.hparams)
+            record_editor(self.store.root, self.config.method, editor)
+        else:
+            check_editor_on_resume(self.store.root, self.config.method, editor, self.log)
         measurements = Measurements(lm, self.config, planned, selection.probes)
         batches = self._batches(planned)
         if resume and completed > 0:
@@ -114,13 +121,7 @@ class SequentialRun:
         return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
 
     def _check_same_config(self) -> None:
-        stored = load_config(self.store.config_path).model_dump(mode="json", exclude={"output_dir"})
-        if stored != self.config.model_dump(mode="json", exclude={"output_dir"}):
-            differing = sorted(k for k in stored if stored[k] != self.config.model_dump(mode="json").get(k))
-            raise ConfigError(
-                f"{self.store.root} holds a run with a different config (fields {', '.join(differing)}); "
-                "resume it with its own config (`seqedit run --resume DIR`) or choose another output_dir"
-            )
+        check_config_on_resume(self.store.config_path, self.config)  # refuses a changed experiment, with a diff
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
         self.log(f"Resuming {self.store.root} after step {completed}: replaying {completed} weight updates")
@@ -231,10 +232,19 @@ def run_experiment(
     return SequentialRun(config, lm=lm, show_progress=show_progress).execute(resume=resume, max_steps=max_steps)
 
 
-def resume_experiment(run_dir: str | Path, *, lm: LoadedModel | None = None, show_progress: bool = True) -> RunOutcome:
-    """Continue a run from its last completed step, with the config it was started with."""
+def resume_experiment(
+    run_dir: str | Path,
+    *,
+    lm: LoadedModel | None = None,
+    show_progress: bool = True,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunOutcome:
+    """Continue a run from its last completed step, with the config it was started with. A config file or
+    overrides given on resume are checked against it: only changes that are safe on resume are accepted
+    (:mod:`seqedit.runner.drift`), anything else is refused with a diff."""
     store = RunStore(run_dir)
     store.read_progress()  # clear error if this is not a run directory
-    config = load_config(store.config_path)
+    config = load_config(config_path or store.config_path, overrides)
     config = config.model_copy(update={"output_dir": Path(run_dir)})
     return run_experiment(config, resume=True, lm=lm, show_progress=show_progress)

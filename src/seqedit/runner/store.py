@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from seqedit.editors.base import EditResult
+from seqedit.errors import UserError
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import (
     json_default,
@@ -54,7 +55,7 @@ def environment_info(lm: LoadedModel | None = None) -> dict[str, Any]:
     return info
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(UserError, RuntimeError):
     """The run directory is missing, not a run, or already holds a run."""
 
 
