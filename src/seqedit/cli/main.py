@@ -8,10 +8,11 @@ import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from seqedit.errors import USER_ERROR_EXIT_CODE, UserError, one_line
 
@@ -19,18 +20,36 @@ DEBUG_FLAG = "--debug"
 DEBUG_ENV = "SEQEDIT_DEBUG"
 
 
-class _App(typer.Typer):
-    """The ``seqedit`` console script calls the app: route it through :func:`main`'s error boundary."""
+class _ErrorBoundary(TyperGroup):
+    """The one place bad input is reported: a :class:`~seqedit.errors.UserError` raised anywhere below prints
+    one line and exits with status 2 (its traceback only with ``--debug``, anywhere on the command line, or
+    SEQEDIT_DEBUG=1); anything else is a bug and keeps its traceback."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs:  # called programmatically with click arguments: plain Typer behaviour
-            return super().__call__(*args, **kwargs)
-        sys.exit(main())
+    debug: bool = False
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        given = list(sys.argv[1:] if args is None else args)
+        _ErrorBoundary.debug = DEBUG_FLAG in given or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        return super().main([a for a in given if a != DEBUG_FLAG], *rest, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            user_error = _user_error(exc)
+            if user_error is None:
+                raise
+            if _ErrorBoundary.debug:
+                traceback.print_exc()
+            print(f"seqedit: error: {one_line(str(user_error))}", file=sys.stderr)
+            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
 
 
-app = _App(
+app = typer.Typer(
+    cls=_ErrorBoundary,
     name="seqedit",
-    help="Localized sequential knowledge editing of language models, with the damage made visible.",
+    help="Localized sequential knowledge editing of language models, with the damage made visible. "
+    "Input errors print one line (exit status 2); add --debug anywhere to see their traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -186,28 +205,17 @@ def _user_error(exc: BaseException) -> UserError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return its exit status. Bad input (any :class:`~seqedit.errors.UserError`) prints one line
-    and returns 2; its traceback is shown only with ``--debug`` (anywhere on the line) or SEQEDIT_DEBUG=1."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = DEBUG_FLAG in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    args = [a for a in args if a != DEBUG_FLAG]
+    """Run the CLI and return its exit status (2 for bad input; see :class:`_ErrorBoundary`)."""
     command = typer.main.get_command(app)
     try:
-        result = command.main(args, prog_name="seqedit", standalone_mode=False)
-    except click.exceptions.Abort:
+        result = command.main(list(sys.argv[1:] if argv is None else argv), prog_name="seqedit",
+                              standalone_mode=False)
+    except typer.Abort:
         print("Aborted.", file=sys.stderr)
         return 1
-    except click.ClickException as exc:  # usage errors: click's own message, status 2
-        exc.show()
-        return exc.exit_code
-    except Exception as exc:
-        user_error = _user_error(exc)
-        if user_error is None:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"seqedit: error: {one_line(str(user_error))}", file=sys.stderr)
-        return USER_ERROR_EXIT_CODE
+    except TyperException as exc:  # usage errors: click's own message, status 2
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
     return result if isinstance(result, int) else 0
 
 

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seqedit.errors import UserError
+from seqedit.runner.health import HealthSpec
 
 MatrixGroupName = Literal["edited", "mlp", "attn", "all"]
 DOWNSTREAM_TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu", "mmlu_cloze")
@@ -127,6 +128,9 @@ class RunConfig(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
+    health: HealthSpec = Field(
+        default_factory=HealthSpec, description="Divergence checks and collapse criteria (runner/health.py)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

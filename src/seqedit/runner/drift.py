@@ -5,8 +5,9 @@ editor's *resolved* settings: its per-model defaults with the config's ``hparams
 start). The second catches what the first cannot: a changed per-model default in a newer seqedit silently
 changing the experiment half-way.
 
-What may change on resume (``SAFE_ON_RESUME``, see docs/design.md "Resume"): ``name`` (a report label) and
-``checkpoints`` (when to measure from now on; measurements already made are kept). Nothing else: the fact
+What may change on resume (``SAFE_ON_RESUME``, see docs/design.md "Resume"): ``name`` (a report label),
+``checkpoints`` (when to measure from now on; measurements already made are kept) and ``health`` (the
+divergence and collapse thresholds, re-read from the recorded rows on resume). Nothing else: the fact
 stream, the probes, the editor, the evaluation and the seed all shape rows that are already written, and
 ``num_edits`` decides which held-out facts are the activation probes (the facts after the last edit) and
 which facts form a fixed retention sample, so a run cannot be extended without changing its past.
@@ -24,7 +25,7 @@ from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_c
 from seqedit.utils.io import json_default, write_json_atomic, write_text_atomic
 
 EDITOR_FILE = "editor.json"
-SAFE_ON_RESUME = frozenset({"name", "checkpoints", "output_dir"})
+SAFE_ON_RESUME = frozenset({"name", "checkpoints", "health", "output_dir"})
 MAX_LISTED = 12
 
 

@@ -22,6 +22,7 @@ from seqedit.editors.base import EditResult
 from seqedit.errors import UserError
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import (
+    dumps_row,
     json_default,
     load_tensors,
     read_jsonl,
@@ -116,7 +117,7 @@ class RunStore:
 
     # ------------------------------------------------------------------ tables
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        lines = [json.dumps(dict(r), default=json_default) + "\n" for r in rows]
+        lines = [dumps_row(r) + "\n" for r in rows]  # NaN/Inf -> null, flagged in the row
         if not lines:
             return
         path = self.table_path(table)
