@@ -1,9 +1,11 @@
 """A resumed run is the same experiment, or it is refused with a diff of what changed.
 
-Two records are compared: ``config.yaml`` (the run's fields, overrides applied) and ``editor.json`` (the
-editor's *resolved* settings: its per-model defaults with the config's ``hparams`` applied, written at the
-start). The second catches what the first cannot: a changed per-model default in a newer seqedit silently
-changing the experiment half-way.
+``editor.json``, written when the run starts, records the experiment as resolved: the run config (every
+field, overrides applied) and the editor's settings (its per-model defaults with the config's ``hparams``
+applied, and the layers a depth-based default resolved to). On resume the config in force (``config.yaml``,
+or the config file and ``--set`` overrides given with ``--resume``) is compared with the recorded config,
+which catches overrides and hand edits of ``config.yaml`` alike, and the editor resolved now is compared with
+the recorded settings, which catches a changed per-model default in a newer seqedit.
 
 What may change on resume (``SAFE_ON_RESUME``, see docs/design.md "Resume"): ``name`` (a report label),
 ``checkpoints`` (when to measure from now on; measurements already made are kept) and ``health`` (the
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from seqedit.editors.base import Editor
+from seqedit.models.loading import LoadedModel
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
 from seqedit.utils.io import json_default, write_json_atomic, write_text_atomic
 
@@ -56,12 +59,29 @@ def _top_field(dotted: str) -> str:
     return dotted.split(".", 1)[0]
 
 
+def _read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / EDITOR_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); restore it or start a new run") from exc
+    if not isinstance(record, dict):
+        raise ConfigError(f"{path}: expected a JSON object; restore it or start a new run")
+    return record
+
+
 def check_config_on_resume(config_path: Path, requested: RunConfig) -> None:
-    """Refuse a resumed run whose config differs from the stored one in anything but ``SAFE_ON_RESUME``;
-    record the safe changes in ``config.yaml`` so the next resume compares against them."""
+    """Refuse a resumed run whose config differs from the recorded one in anything but ``SAFE_ON_RESUME``;
+    record the safe changes (``config.yaml`` and ``editor.json``) so the next resume compares against them."""
+    record = _read_record(config_path.parent)
     stored = load_config(config_path)
-    changes = diff(stored.model_dump(mode="json", exclude={"output_dir"}),
-                   requested.model_dump(mode="json", exclude={"output_dir"}))
+    started = (record or {}).get("config") or stored.model_dump(mode="json")
+    now = requested.model_dump(mode="json", exclude={"output_dir"})
+    # A field seqedit gained after the run started was not recorded: nothing to compare it with.
+    changes = {k: v for k, v in diff({k: started[k] for k in now if k in started}, now).items()
+               if _top_field(k) in started}
     unsafe = {k: v for k, v in changes.items() if _top_field(k) not in SAFE_ON_RESUME}
     if unsafe:
         raise ConfigError(
@@ -69,41 +89,52 @@ def check_config_on_resume(config_path: Path, requested: RunConfig) -> None:
             f"{', '.join(sorted(SAFE_ON_RESUME - {'output_dir'}))} may change on resume. Start a new run "
             "with another output_dir for the changed experiment"
         )
-    if changes:
-        stored_path = requested.model_copy(update={"output_dir": stored.output_dir})
-        write_text_atomic(config_path, config_to_yaml(stored_path))
+    if changes or stored.model_dump(mode="json", exclude={"output_dir"}) != now:
+        write_text_atomic(config_path, config_to_yaml(requested.model_copy(update={"output_dir": stored.output_dir})))
+        if record is not None:
+            write_json_atomic(config_path.parent / EDITOR_FILE, {**record, "config": requested.model_dump(mode="json")})
 
 
-def resolved_settings(method: str, editor: Editor) -> dict[str, Any]:
-    """What ``editor.json`` records: the method, the editor class and every resolved setting."""
+def resolved_settings(method: str, editor: Editor, lm: LoadedModel | None = None) -> dict[str, Any]:
+    """What ``editor.json`` records: the method, the editor class, every resolved setting and, for
+    locate-and-edit methods whose ``layers`` default to the model's depth, the layers that means."""
     cls = type(editor)
-    return {
+    out: dict[str, Any] = {
         "method": method,
         "editor_class": f"{cls.__module__}:{cls.__qualname__}",
         "settings": editor.config.model_dump(mode="json"),
     }
+    resolve = getattr(editor, "resolve_layers", None)
+    if lm is not None and resolve is not None:
+        out["edited_layers"] = list(resolve(lm))
+    return out
 
 
-def record_editor(run_dir: Path, method: str, editor: Editor) -> None:
-    write_json_atomic(run_dir / EDITOR_FILE, resolved_settings(method, editor))
+def record_editor(
+    run_dir: Path, method: str, editor: Editor, lm: LoadedModel | None = None, config: RunConfig | None = None
+) -> None:
+    """Write ``editor.json``: the editor's resolved settings and the run config as started."""
+    record = resolved_settings(method, editor, lm)
+    if config is not None:
+        record["config"] = config.model_dump(mode="json")
+    write_json_atomic(run_dir / EDITOR_FILE, record)
 
 
-def check_editor_on_resume(run_dir: Path, method: str, editor: Editor, log: Any = None) -> None:
+def check_editor_on_resume(
+    run_dir: Path, method: str, editor: Editor, log: Any = None, lm: LoadedModel | None = None
+) -> None:
     """The editor resolved now must have the settings recorded at the start (runs older than
     ``editor.json`` get one, written now, with a note)."""
     path = run_dir / EDITOR_FILE
-    now = resolved_settings(method, editor)
-    if not path.exists():
-        record_editor(run_dir, method, editor)
+    now = resolved_settings(method, editor, lm)
+    recorded = _read_record(run_dir)
+    if recorded is None:
+        record_editor(run_dir, method, editor, lm)
         if log is not None:
             log(f"{run_dir}: no {EDITOR_FILE} (a run started before it was recorded); wrote today's resolved "
                 "settings, which cannot be checked against the start")
         return
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); restore it or start a new run") from exc
-    changes = diff(recorded, now)
+    changes = diff({k: v for k, v in recorded.items() if k != "config"}, now)
     if changes:
         raise ConfigError(
             f"{path}: the editor's resolved settings changed since the run started ({describe(changes)}); "

@@ -108,9 +108,9 @@ class SequentialRun:
         validate_with_model(self.config, lm, editor, [*planned, *selection.probes])
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-            record_editor(self.store.root, self.config.method, editor)
+            record_editor(self.store.root, self.config.method, editor, lm, self.config)
         else:
-            check_editor_on_resume(self.store.root, self.config.method, editor, self.log)
+            check_editor_on_resume(self.store.root, self.config.method, editor, self.log, lm)
         measurements = Measurements(lm, self.config, planned, selection.probes)
         batches = self._batches(planned)
         if resume and completed > 0:
