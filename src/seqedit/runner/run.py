@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditResult
@@ -47,8 +48,13 @@ def validate_before_work(config: RunConfig) -> None:
     """Reject what can be rejected without loading anything (method, hyper-parameters)."""
     try:
         make_config(config.method, None, config.hparams)
-    except ValueError as exc:  # unknown method, or pydantic's ValidationError (a ValueError)
-        raise ConfigError(f"field 'hparams' / 'method': {exc}") from exc
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"field '{'.'.join(['hparams', *map(str, e['loc'])])}': {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"method '{config.method}': {fields}") from exc
+    except ValueError as exc:  # unknown method
+        raise ConfigError(f"field 'method': {exc}") from exc
 
 
 def _step_seed(config: RunConfig, step: int) -> int:
