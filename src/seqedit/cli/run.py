@@ -27,6 +27,9 @@ def summary_table(summary: dict, title: str) -> Table:
     timing = summary.get("timing", {})
     if timing:
         table.add_row("seconds per edit", "", f"{timing['seconds_per_edit']:.2f}")
+    for criterion, hit in (summary.get("collapse") or {}).items():
+        where = "not met" if hit is None else f"step {hit['step']} ({hit['n_edits']} edits)"
+        table.add_row(f"collapse: {criterion}", "", where)
     return table
 
 
