@@ -52,7 +52,7 @@ class CollapseSpec(BaseModel):
 
     perplexity_ratio: float | None = Field(2.0, gt=1, description="Collapse: perplexity >= this x the unedited; null: off.")
     efficacy_below: float | None = Field(
-        0.5, gt=0, le=1, description="Collapse: latest-batch efficacy below this (at consecutive checkpoints); null: off."
+        0.5, gt=0, le=1, description="Collapse: latest-batch efficacy below this; null: off."
     )
     efficacy_checkpoints: int = Field(2, ge=1, description="How many consecutive checkpoints the efficacy must be low.")
     fro_rel_limit: float | None = Field(2.0, gt=1, description="Collapse: ‖W‖/‖W₀‖ of an edited matrix above this; null: off.")
@@ -64,8 +64,12 @@ class HealthSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    divergence: DivergenceSpec = Field(default_factory=DivergenceSpec)
-    collapse: CollapseSpec = Field(default_factory=CollapseSpec)
+    divergence: DivergenceSpec = Field(
+        default_factory=DivergenceSpec, description="Blow-up checks after every step, each stop, flag or off."
+    )
+    collapse: CollapseSpec = Field(
+        default_factory=CollapseSpec, description="Collapse criteria: the first step each is met is recorded."
+    )
     stop_on_collapse: bool = Field(False, description="End the run (status finished) when any collapse criterion is met.")
 
 
