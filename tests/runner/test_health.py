@@ -62,9 +62,10 @@ def test_divergence_checks_and_their_actions():
     blow_up = health.observe_norms(2, 4, [_norm(2, "a", 16.0, 10.0, 6.0)])  # one step moved 0.6 of ‖W0‖
     assert [(e.check, e.action) for e in blow_up] == [("step_change", "stop")]
     assert HealthMonitor.stopping(blow_up) is blow_up[0]
-    nothing = health.observe_norms(3, 6, [_norm(3, "a", 16.0, 10.0, 0.0), _norm(3, "b", 5.0, 5.0, 0.0, False)])
-    assert [e.check for e in nothing] == ["no_op_edit"]
-    nan = health.observe_norms(4, 8, [finite_row(_norm(4, "a", math.nan, 10.0, math.nan))])
+    nothing = health.observe_norms(3, 6, [_norm(3, "a", 16.0, 10.0, 1e-7), _norm(3, "b", 5.0, 5.0, 0.0, False)])
+    assert [e.check for e in nothing] == ["no_op_edit"]  # 1e-8 of ‖W0‖: rounding, not an edit
+    assert health.observe_norms(4, 8, [_norm(4, "a", 16.0, 10.0, 1e-4)]) == []
+    nan = health.observe_norms(5, 10, [finite_row(_norm(5, "a", math.nan, 10.0, math.nan))])
     assert {(e.kind, e.check) for e in nan} == {("divergence", "non_finite"), ("collapse", "non_finite")}
     off = HealthMonitor(HealthSpec.model_validate({"divergence": {"step_change": "off"}}))
     assert off.observe_norms(1, 2, [_norm(1, "a", 16.0, 10.0, 6.0)]) == []
@@ -122,3 +123,14 @@ def test_stop_on_collapse_finishes_the_run_at_the_first_hit(tmp_path, tiny_run_c
     assert progress["status"] == "finished" and "norm_growth" in progress["message"]
     health_file = json.loads((config.output_dir / "health.json").read_text())
     assert health_file["collapse"] == summary["collapse"]
+
+
+def test_an_edit_that_changes_nothing_is_flagged(tmp_path, tiny_run_config, tiny_lm):
+    """MEMIT with v_lr 1e30: the target optimisation ends at δ = 0, the weights move by rounding only."""
+    tiny_memit = tiny_run_config(tmp_path).hparams
+    config = tiny_run_config(tmp_path, hparams={**tiny_memit, "v_lr": 1e30}, num_edits=2)
+    outcome = run_experiment(config, show_progress=False, lm=tiny_lm)
+    assert outcome.status == "finished"
+    health = json.loads((config.output_dir / "health.json").read_text())
+    assert "divergence:no_op_edit" in health["flags"], health
+

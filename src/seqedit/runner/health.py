@@ -16,6 +16,10 @@ ends the run there with status ``finished`` and the criterion as reason. Criteri
 * ``norm_growth``: ``‖W‖/‖W₀‖`` of any edited matrix above ``fro_rel_limit`` (2);
 * ``non_finite``: a NaN or infinite norm or metric.
 
+Divergence checks: ``step_change`` (one step moved a matrix by more than ``step_change_limit`` x ‖W₀‖),
+``non_finite`` and ``no_op_edit`` (no matrix moved by more than ``no_op_limit`` x ‖W₀‖: float32 rounding,
+e.g. a target optimisation that ended at δ = 0).
+
 Rows hold ``null`` for non-finite numbers, with the field names listed under ``non_finite``
 (:func:`seqedit.utils.io.finite_row`), so that is what the checks read too.
 """
@@ -43,7 +47,11 @@ class DivergenceSpec(BaseModel):
     step_change: CheckAction = Field("stop", description="What to do when a step changes a matrix more.")
     non_finite: CheckAction = Field("stop", description="What to do on a NaN or infinite norm or metric.")
     no_op_edit: CheckAction = Field(
-        "flag", description="What to do when a step changed no tracked matrix at all (every ‖ΔW‖ = 0)."
+        "flag", description="What to do when a step changed no tracked matrix beyond no_op_limit."
+    )
+    no_op_limit: float = Field(
+        1e-7, ge=0, description="A step whose largest ‖ΔW‖/‖W₀‖ is at most this changed nothing (float32 "
+        "rounding is 6e-8 of a weight; a target optimisation that failed to δ = 0 leaves ~1e-8).",
     )
 
 
@@ -130,9 +138,11 @@ class HealthMonitor:
                 found += self._divergence("step_change", div.step_change, step, n_edits, worst,
                                           f"{matrix} changed by {worst:.3g} x ‖W₀‖ in one step "
                                           f"(limit {div.step_change_limit:g})")
-        if rows and len(finite) == len(rows) and all(r.get("step_delta_fro", 0.0) == 0.0 for r in rows):
-            found += self._divergence("no_op_edit", div.no_op_edit, step, n_edits, 0.0,
-                                      "the step changed no tracked matrix (every ‖ΔW‖ = 0)")
+        largest = max((change for change, _ in changes), default=0.0)
+        if rows and len(finite) == len(rows) and largest <= div.no_op_limit:
+            found += self._divergence("no_op_edit", div.no_op_edit, step, n_edits, largest,
+                                      f"the step changed no tracked matrix (largest ‖ΔW‖/‖W₀‖ {largest:.2g} "
+                                      f"<= {div.no_op_limit:g})")
         limit = self.spec.collapse.fro_rel_limit
         edited = [(r["fro_rel"], r["matrix"]) for r in finite if r.get("edited") and r.get("fro_rel") is not None]
         if limit is not None and edited:
