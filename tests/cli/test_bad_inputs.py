@@ -139,3 +139,21 @@ def test_debug_shows_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["run", "--set", "num_edits=[", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.strip().splitlines()[-1].startswith("seqedit: error: ")
+
+
+def test_resume_with_a_changed_experiment_is_refused_with_a_diff(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "A"
+    config = _config(tmp_path, evaluation={"edit_metrics": False, "activations": False})
+    assert main(["run", str(config), "-o", str(run_dir), "--quiet"]) == 0
+    capsys.readouterr()
+    files = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    status = main(["run", str(config), "--resume", str(run_dir), "--set", "num_edits=2", "--set", "hparams.v_lr=5",
+                   "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1, err
+    assert "num_edits: 4 -> 2" in err[0] and "hparams.v_lr: null -> 5" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == files
+    # A safe change (a label) is accepted.
+    assert main(["run", "--resume", str(run_dir), "--set", "name=relabelled", "--quiet"]) == 0
