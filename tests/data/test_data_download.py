@@ -61,15 +61,18 @@ def test_download_writes_the_registered_path(
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_existing_file_is_kept_unless_overwrite(base_url: str, server_root: Path, tmp_path: Path) -> None:
-    (server_root / "known.json").write_text("[]", encoding="utf-8")
+def test_existing_file_is_kept_unless_overwrite(
+    base_url: str, server_root: Path, fixtures: Path, tmp_path: Path
+) -> None:
+    served = (fixtures / "known_facts.json").read_text(encoding="utf-8")
+    (server_root / "known.json").write_text(served, encoding="utf-8")
     target = tmp_path / "known_facts" / "known_1000.json"
     target.parent.mkdir()
     target.write_text('[{"old": 1}]', encoding="utf-8")
     download_dataset("known-facts", tmp_path, url=f"{base_url}/known.json")
     assert target.read_text(encoding="utf-8") == '[{"old": 1}]'
     download_dataset("known-facts", tmp_path, url=f"{base_url}/known.json", overwrite=True)
-    assert target.read_text(encoding="utf-8") == "[]"
+    assert target.read_text(encoding="utf-8") == served
 
 
 def test_pickled_source_becomes_json(base_url: str, server_root: Path, tmp_path: Path) -> None:
@@ -124,3 +127,61 @@ def test_no_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEQEDIT_DATA_DIR", raising=False)
     with pytest.raises(DownloadError, match=r"no data directory .* set SEQEDIT_DATA_DIR"):
         download_dataset("zsre")
+
+
+def _with_spec(monkeypatch: pytest.MonkeyPatch, name: str, **changes: object) -> None:
+    """Register ``name`` with changed source-table fields (sha256, max_bytes) for one test."""
+    import dataclasses
+
+    from seqedit.data import download as download_module
+    from seqedit.data.registry import get_spec
+
+    changed = dataclasses.replace(get_spec(name), **changes)
+    monkeypatch.setattr(download_module, "get_spec", lambda n: changed if n == name else get_spec(n))
+
+
+def test_pinned_sha256_is_checked(
+    base_url: str, server_root: Path, fixtures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    body = (fixtures / "zsre_mend.json").read_bytes()
+    (server_root / "pinned.json").write_bytes(body)
+    _with_spec(monkeypatch, "zsre", sha256="0" * 64)
+    with pytest.raises(DownloadError, match="SHA-256"):
+        download_dataset("zsre", tmp_path, url=f"{base_url}/pinned.json")
+    assert not any(tmp_path.rglob("*.json")) and not any(tmp_path.rglob("*.tmp"))
+    _with_spec(monkeypatch, "zsre", sha256=hashlib.sha256(body).hexdigest())
+    assert download_dataset("zsre", tmp_path, url=f"{base_url}/pinned.json").read_bytes() == body
+
+
+def test_size_cap_refuses_a_large_answer(
+    base_url: str, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (server_root / "big.json").write_text(json.dumps([{"x": "y" * 5000}]))
+    _with_spec(monkeypatch, "counterfact-train", max_bytes=1000)
+    with pytest.raises(DownloadError, match="cap of 1,000"):
+        download_dataset("counterfact-train", tmp_path, url=f"{base_url}/big.json")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("junk", ["[]", "[1, 2, 3]", '[{"unrelated": "record"}]', "{}"])
+def test_valid_json_of_the_wrong_layout_is_refused(
+    junk: str, base_url: str, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "junk.json").write_text(junk)
+    with pytest.raises(DownloadError):
+        download_dataset("zsre", tmp_path, url=f"{base_url}/junk.json")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_registered_sources_are_pinned() -> None:
+    """Every GitHub source names a commit, not a moving branch."""
+    import re
+
+    from seqedit.data.registry import DATASETS
+
+    for spec in DATASETS.values():
+        if spec.url and "github" in spec.url:
+            assert re.search(r"/[0-9a-f]{40}/", spec.url), spec.url
+        assert spec.max_bytes > 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import assert_close_rel
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.context import ContextTemplates
@@ -58,8 +59,8 @@ def test_suffix_stack_matches_full_forward_with_delta_hook(family):
         full = lm.model(input_ids=ids, attention_mask=mask).logits.float()
     for r in range(4):
         start, stop = int(split[r]), int(mask[r].sum())
-        torch.testing.assert_close(shortcut[r, : stop - start], full[r, start:stop], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(block_out[r, : stop - start], got["b"][r, start:stop], atol=1e-5, rtol=1e-5)
+        assert_close_rel(shortcut[r, : stop - start], full[r, start:stop], rel=1e-5)
+        assert_close_rel(block_out[r, : stop - start], got["b"][r, start:stop], rel=1e-5)
     # δ reaches the suffix: without it the logits differ.
     _, plain = stack.run(None, rows, split)
     assert not torch.allclose(lm_logits(lm, plain), shortcut, atol=1e-4)
@@ -149,7 +150,7 @@ def test_suffix_replay_gives_delta_gradients_only(tiny_llama):
     # A second replay starts from the same cached prefix (nothing was appended to it).
     _, again = stack.run(None, torch.arange(2), split)
     _, whole = reference.run(None, torch.arange(2), split)
-    torch.testing.assert_close(again[0, :4], whole[0, 10:14], atol=1e-5, rtol=1e-5)
+    assert_close_rel(again[0, :4], whole[0, 10:14], rel=1e-5)
 
 
 @pytest.mark.parametrize("extra", [0, 1])
@@ -171,7 +172,7 @@ def test_window_guard_admits_exact_layouts_and_refuses_longer_ones(monkeypatch, 
     width = len(early) - 1
     assert 39 + width == window + extra
     if not extra:
-        torch.testing.assert_close(final[1, :width], whole[1, 1 : 1 + width], atol=1e-5, rtol=1e-5)
+        assert_close_rel(final[1, :width], whole[1, 1 : 1 + width], rel=1e-5)
     monkeypatch.undo()
     if extra:
         with pytest.raises(SuffixUnsupported, match="attention window"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import assert_close_rel
 
 from seqedit.evaluate.scoring import length_buckets, score_targets
 from seqedit.models.tiny import build_tiny_model
@@ -22,8 +23,8 @@ def test_matches_full_forward(family):
     with torch.no_grad():
         logits = lm.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     total, mean = target_log_probs(logits, batch)
-    torch.testing.assert_close(scores.sum_log_prob, total.double(), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(scores.mean_log_prob, mean.double(), atol=1e-4, rtol=1e-5)
+    assert_close_rel(scores.sum_log_prob, total.double(), rel=1e-5)
+    assert_close_rel(scores.mean_log_prob, mean.double(), rel=1e-5)
     assert scores.hits.tolist() == target_argmax_hits(logits, batch).sum(-1).tolist()
     assert scores.lengths.tolist() == batch.target_lengths
     assert scores.token_accuracy.shape == (len(PROMPTS),)
@@ -35,7 +36,7 @@ def test_context_cache_gives_the_same_scores(family):
     context = "Some shared demonstrations.\n\nQ: a\nA: b\n\n"
     cached = score_targets(lm, PROMPTS, TARGETS, context=context, batch_size=4)
     plain = score_targets(lm, PROMPTS, TARGETS, context=context, cache_context=False, batch_size=3)
-    torch.testing.assert_close(cached.sum_log_prob, plain.sum_log_prob, atol=1e-4, rtol=1e-5)
+    assert_close_rel(cached.sum_log_prob, plain.sum_log_prob, rel=1e-5)
     assert cached.hits.tolist() == plain.hits.tolist()
     # the context matters
     alone = score_targets(lm, PROMPTS, TARGETS)

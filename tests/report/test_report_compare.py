@@ -125,3 +125,14 @@ def test_cli_commands(failed_run_dir, tmp_path):
     bad = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2
     assert "not a directory" in bad.output
+
+
+def test_collapse_cell_names_each_criterion_met_with_its_edit_count():
+    from seqedit.report.compare import collapse_cell
+
+    summary = {"collapse": {"perplexity": {"step": 30, "n_edits": 300, "value": 2.1},
+                            "efficacy": None,
+                            "norm_growth": {"step": 12, "n_edits": 120, "value": 2.4}}}
+    assert collapse_cell(summary) == "norm_growth@120, perplexity@300"
+    assert collapse_cell({"collapse": {"perplexity": None}}) == "none"
+    assert collapse_cell({"n_edits": 10}) is None  # a run from before the criteria: nothing to say

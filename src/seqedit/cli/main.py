@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from seqedit.errors import USER_ERROR_EXIT_CODE, UserError, one_line
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "SEQEDIT_DEBUG"
+
+
+class _ErrorBoundary(TyperGroup):
+    """The one place bad input is reported: a :class:`~seqedit.errors.UserError` raised anywhere below prints
+    one line and exits with status 2 (its traceback only with ``--debug``, anywhere on the command line, or
+    SEQEDIT_DEBUG=1); anything else is a bug and keeps its traceback."""
+
+    debug: bool = False
+
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any) -> Any:
+        given = list(sys.argv[1:] if args is None else args)
+        _ErrorBoundary.debug = DEBUG_FLAG in given or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+        return super().main([a for a in given if a != DEBUG_FLAG], *rest, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            user_error = _user_error(exc)
+            if user_error is None:
+                raise
+            if _ErrorBoundary.debug:
+                traceback.print_exc()
+            print(f"seqedit: error: {one_line(str(user_error))}", file=sys.stderr)
+            raise typer.Exit(USER_ERROR_EXIT_CODE) from None
+
 
 app = typer.Typer(
+    cls=_ErrorBoundary,
     name="seqedit",
-    help="Localized sequential knowledge editing of language models, with the damage made visible.",
+    help="Localized sequential knowledge editing of language models, with the damage made visible. "
+    "Input errors print one line (exit status 2); add --debug anywhere to see their traceback.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -155,9 +194,32 @@ def _register_subcommands() -> None:
 
 _register_subcommands()
 
-def main() -> None:
-    app()
+def _user_error(exc: BaseException) -> UserError | None:
+    """The user error behind ``exc`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit status (2 for bad input; see :class:`_ErrorBoundary`)."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(list(sys.argv[1:] if argv is None else argv), prog_name="seqedit",
+                              standalone_mode=False)
+    except typer.Abort:
+        print("Aborted.", file=sys.stderr)
+        return 1
+    except TyperException as exc:  # usage errors: click's own message, status 2
+        exc.show()  # type: ignore[attr-defined]
+        return int(getattr(exc, "exit_code", 2))
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

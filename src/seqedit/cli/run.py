@@ -27,6 +27,9 @@ def summary_table(summary: dict, title: str) -> Table:
     timing = summary.get("timing", {})
     if timing:
         table.add_row("seconds per edit", "", f"{timing['seconds_per_edit']:.2f}")
+    for criterion, hit in (summary.get("collapse") or {}).items():
+        where = "not met" if hit is None else f"step {hit['step']} ({hit['n_edits']} edits)"
+        table.add_row(f"collapse: {criterion}", "", where)
     return table
 
 
@@ -41,24 +44,21 @@ def run_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Edit a model with many facts in sequence, recording norms, activations, edit and downstream metrics."""
-    from seqedit.runner.config import ConfigError, config_reference, load_config
+    from seqedit.runner.config import config_reference, load_config
     from seqedit.runner.run import resume_experiment, run_experiment
 
     console = Console()
     if show_config:
         console.print(config_reference(), markup=False, highlight=False)
         return
-    try:
-        if resume is not None:
-            outcome = resume_experiment(resume, show_progress=not quiet)
-        else:
-            overrides = list(set_ or [])
-            if output_dir is not None:
-                overrides.append(f"output_dir={output_dir}")
-            outcome = run_experiment(load_config(config, overrides), show_progress=not quiet)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+    # Bad input (ConfigError and the other UserErrors) is reported by the CLI boundary (seqedit.cli.main).
+    if resume is not None:
+        outcome = resume_experiment(resume, show_progress=not quiet, config_path=config, overrides=set_)
+    else:
+        overrides = list(set_ or [])
+        if output_dir is not None:
+            overrides.append(f"output_dir={output_dir}")
+        outcome = run_experiment(load_config(config, overrides), show_progress=not quiet)
     if outcome.summary:
         console.print(summary_table(outcome.summary, f"{outcome.run_dir}"))
     colour = {"finished": "green", "failed": "red"}.get(outcome.status, "yellow")

@@ -33,10 +33,22 @@ def existing_file(path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def read_utf8(path: str | os.PathLike[str]) -> str:
+    """The text of an existing dataset file, or a DatasetError naming it (and the byte) if it is not UTF-8."""
+    target = existing_file(path)
+    try:
+        return target.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            target, None, None, f"not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from exc
+
+
 def read_json_records(path: str | os.PathLike[str]) -> list[Any]:
     """All records of a JSON list file (or JSON Lines when the name ends in .jsonl)."""
     target = existing_file(path)
-    text = target.read_text(encoding="utf-8")
+    text = read_utf8(target)
     if target.suffix == ".jsonl":
         return [
             _parse_json(target, line, lineno)

@@ -1,12 +1,17 @@
-"""Fetch a registered dataset into the data directory (plain urllib, atomic write, offline-aware)."""
+"""Fetch a registered dataset into the data directory (plain urllib, atomic write, offline-aware).
+
+Nothing is kept that was not verified: the answer is streamed into a temporary file with a size cap
+(``DatasetSpec.max_bytes``; also checked against Content-Length before reading), its SHA-256 is compared
+with ``DatasetSpec.sha256`` when the source table records one, and the file must parse with the dataset's
+own reader (the layout, at least one record) before it is renamed into place."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import pickle
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -67,18 +72,36 @@ def _download_to(url: str, target: Path, spec: DatasetSpec, timeout: float) -> N
     from seqedit.utils.io import atomic_path
 
     with atomic_path(target) as tmp:
-        _fetch(url, tmp, timeout)
+        digest = _fetch(url, tmp, timeout, spec.max_bytes)
+        if spec.sha256 is not None and digest != spec.sha256.lower():
+            raise DownloadError(
+                f"{url}: SHA-256 {digest} differs from the pinned {spec.sha256}; the source changed or the "
+                "download was corrupted (nothing was kept)"
+            )
         if spec.download_format == "pickle":
             _pickle_to_json(tmp, url)
         elif target.suffix == ".json":
             _check_json(tmp, url)
+        _check_layout(spec, tmp, url)
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> None:
+def _fetch(url: str, dest: Path, timeout: float, max_bytes: int) -> str:
+    """Stream ``url`` into ``dest`` (at most ``max_bytes``); return the SHA-256 of what was read."""
     request = urllib.request.Request(url, headers={"User-Agent": f"seqedit/{__version__}"})
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, dest.open("wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadError(f"{url} announces {int(declared):,} bytes, more than the cap of {max_bytes:,}")
+            size = 0
+            while chunk := response.read(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadError(f"{url} sent more than the cap of {max_bytes:,} bytes; nothing was kept")
+                digest.update(chunk)
+                out.write(chunk)
+        return digest.hexdigest()
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"HTTP {exc.code} ({exc.reason}) while downloading {url}") from exc
     except urllib.error.URLError as exc:
@@ -87,6 +110,16 @@ def _fetch(url: str, dest: Path, timeout: float) -> None:
         ) from exc
     except TimeoutError as exc:
         raise DownloadError(f"no answer from {url} within {timeout:g} s") from exc
+
+
+def _check_layout(spec: DatasetSpec, path: Path, url: str) -> None:
+    """The file must read as the dataset it claims to be (every record valid, at least one)."""
+    try:
+        records = spec.reader(path)
+    except (ValueError, KeyError, TypeError) as exc:  # DatasetError is a ValueError
+        raise DownloadError(f"{url} does not have the layout of dataset {spec.name!r}: {exc}") from exc
+    if not len(records):
+        raise DownloadError(f"{url} holds no records of dataset {spec.name!r}")
 
 
 def _check_json(path: Path, url: str) -> None:

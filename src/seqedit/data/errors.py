@@ -10,10 +10,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from seqedit.errors import UserError
 from seqedit.settings import DATA_DIR_ENV
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A record (or the whole file) does not have the expected content."""
 
     def __init__(
@@ -36,7 +37,7 @@ def _locate(file_name: str, index: int | None, field: str | None) -> str:
     return f"{file_name}: {', '.join(parts)}: " if parts else f"{file_name}: "
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(UserError, ValueError):
     """A dataset name that is neither registered nor an existing file."""
 
     def __init__(self, name: str, known: Sequence[str]) -> None:
@@ -47,7 +48,7 @@ class UnknownDatasetError(ValueError):
         )
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A dataset file that is not where we looked; the message says where we looked and where to get it."""
 
     def __init__(
@@ -86,5 +87,5 @@ class DatasetNotFoundError(FileNotFoundError):
         return " ".join(lines)
 
 
-class DownloadError(OSError):
+class DownloadError(UserError, OSError):
     """A download that failed (offline, HTTP error, unexpected content)."""

@@ -35,10 +35,18 @@ from seqedit.settings import get_settings
 DatasetKind = Literal["edits", "known-facts", "text", "downstream"]
 DownloadFormat = Literal["file", "pickle"]
 
-_KNOWLEDGE_SPREAD = "https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread/HEAD/data"
-_WIKITEXT = "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"
+# Sources are pinned to a commit, so a download cannot change under us (commits of versions holding each
+# file, as listed by a public code index; the files' SHA-256 is not recorded because no copy known to be
+# byte-identical to these commits was available to hash; set ``sha256`` once one is). rome.baulab.info
+# has no versions: its two files are checked by size cap and layout only.
+_KNOWLEDGE_SPREAD_REPO = "https://raw.githubusercontent.com/Jometeorie/KnowledgeSpread"
+_KNOWLEDGE_SPREAD_COUNTERFACT = f"{_KNOWLEDGE_SPREAD_REPO}/d1a8d1ed5367e66010d4d9b081ab388b46c2438c/data"
+_KNOWLEDGE_SPREAD_ZSRE = f"{_KNOWLEDGE_SPREAD_REPO}/51d7402617c2e52bde0dc11b76e400c3725a181a/data"
+_WIKITEXT_COMMITS = {"test": "cada773327ba94a5970e0d57c17c847d69dbbb8f", "valid": "37ce9402ff0cae48d764d7788810fd2ed8238b25"}
+_WIKITEXT = "https://raw.githubusercontent.com/pytorch/examples/{commit}/word_language_model/data/wikitext-2"
 # github.com/.../raw/ (not raw.githubusercontent.com) also resolves files kept in Git LFS.
-_ALPHAEDIT_GLUE = "https://github.com/jianghoucheng/AlphaEdit/raw/HEAD/glue_eval/dataset"
+_ALPHAEDIT_GLUE = "https://github.com/jianghoucheng/AlphaEdit/raw/d04ed2c2e576fa7d6805d1dcb1d60d6c35be7b8c/glue_eval/dataset"
+DEFAULT_MAX_DOWNLOAD_BYTES = 256 * 2**20  # larger than any registered source; a bigger answer is refused
 
 _CITE_COUNTERFACT = (
     "Meng, Bau, Andonian, Belinkov. Locating and Editing Factual Associations in GPT. NeurIPS 2022."
@@ -66,6 +74,8 @@ class DatasetSpec:
     download_path: str | None = None  # where download_dataset saves; defaults to paths[0]
     download_format: DownloadFormat = "file"  # "pickle": a list of plain records, converted to JSON
     bundled: bool = False  # shipped inside the package, needs no data directory
+    sha256: str | None = None  # expected SHA-256 of the downloaded bytes (checked when set)
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES  # a download larger than this is refused
 
     @property
     def download_target(self) -> str:
@@ -94,7 +104,7 @@ def _wikitext(split: str, words: str) -> DatasetSpec:
         paths=(f"text/wikitext2-{split}.txt",),
         reader=read_wikitext,
         description=f"WikiText-2 {split} split, tokenised text with <unk> (~{words} words); paragraphs.",
-        url=f"{_WIKITEXT}/{split}.txt",
+        url=f"{_WIKITEXT.format(commit=_WIKITEXT_COMMITS[split])}/{split}.txt",
         citation="Merity, Xiong, Bradbury, Socher. Pointer Sentinel Mixture Models. ICLR 2017.",
         licence="CC BY-SA 3.0",
     )
@@ -107,7 +117,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         paths=("counterfact/counterfact-edit.json", "counterfact/counterfact.json"),
         reader=read_edit_file,
         description="CounterFact counterfactual edits. The shared copy is the 10,000-record EasyEdit layout "
-        f"({_KNOWLEDGE_SPREAD}/counterfact/counterfact-edit.json); the download is ROME's full file "
+        f"({_KNOWLEDGE_SPREAD_COUNTERFACT}/counterfact/counterfact-edit.json); the download is ROME's full file "
         "(21,919 records, ROME layout, saved as counterfact/counterfact.json). Both layouts are read.",
         url="https://rome.baulab.info/data/dsets/counterfact.json",
         citation=_CITE_COUNTERFACT,
@@ -121,7 +131,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         reader=read_edit_file,
         description="CounterFact training split in the EasyEdit layout (10,000 records), meant for training "
         "hypernetworks such as MEND; almost disjoint from the edit split.",
-        url=f"{_KNOWLEDGE_SPREAD}/counterfact/counterfact-train.json",
+        url=f"{_KNOWLEDGE_SPREAD_COUNTERFACT}/counterfact/counterfact-train.json",
         citation=_CITE_COUNTERFACT,
         licence=_NO_LICENCE,
     ),
@@ -133,7 +143,7 @@ _SPECS: tuple[DatasetSpec, ...] = (
         description="zsRE question-answering edits, MEND layout, 1,000 records (new target: 'alt'). ROME/MEMIT "
         "publish a larger file with the same fields (https://rome.baulab.info/data/dsets/zsre_mend_eval.json) "
         "but edit towards answers[0]: read it with read_zsre(path, new_target='answer').",
-        url=f"{_KNOWLEDGE_SPREAD}/zsre/zsre_mend_train-1k.json",
+        url=f"{_KNOWLEDGE_SPREAD_ZSRE}/zsre/zsre_mend_train-1k.json",
         citation="Levy, Seo, Choi, Zettlemoyer. Zero-Shot Relation Extraction via Reading Comprehension. "
         "CoNLL 2017. Split: Mitchell et al. Fast Model Editing at Scale (MEND). ICLR 2022.",
         licence=_NO_LICENCE,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from seqedit.data._load import existing_file, window
+from seqedit.data._load import read_utf8, window
 
 TextUnit = Literal["paragraph", "article"]
 
@@ -35,7 +35,7 @@ def read_wikitext(
     ``offset``/``limit`` select units; ``max_chars`` then caps the total length, cutting the last unit at a
     word boundary (so a perplexity run has a predictable cost).
     """
-    lines = existing_file(path).read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     units = list(_paragraphs(lines) if unit == "paragraph" else _articles(lines))
     chosen = [units[i] for i in window(len(units), offset, limit)]
     if unk is not None:

@@ -56,6 +56,7 @@ from seqedit.models.loading import LoadedModel
 from seqedit.settings import get_settings
 from seqedit.utils.hashing import sha256_text, tensor_digest
 from seqedit.utils.io import load_tensors, save_tensors_atomic, write_text_atomic
+from seqedit.utils.paths import safe_path_component
 from seqedit.utils.torch_utils import resolve_dtype
 
 DEFAULT_CORPUS = "wikitext2"
@@ -249,7 +250,7 @@ class StatsKey:
 
 
 def _safe_model_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+    return safe_path_component(name)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
@@ -72,6 +72,13 @@ class FTLConfig(FineTuneConfig):
     norm_constraint: float | None = Field(
         5e-3, gt=0, description="L-inf bound on every entry of W - W_orig (ROME uses 5e-4 for GPT-2 XL)."
     )
+
+    @model_validator(mode="after")
+    def _constrained(self) -> FTLConfig:
+        # Checked when the settings are made, so a run is refused before it starts rather than at step 1.
+        if self.norm_constraint is None:
+            raise ValueError("ft-l needs norm_constraint (its L-inf epsilon); use method 'ft' for unconstrained tuning")
+        return self
 
 
 def default_layers(num_layers: int, *, single: bool) -> list[int]:

@@ -110,7 +110,11 @@ def null_space_update(
     l2: float,
 ) -> torch.Tensor:
     """AlphaEdit: ``Δᵀ = (P (K_p K_pᵀ + K Kᵀ) + λ I)⁻¹ P K Rᵀ``. The solution lies in the range of ``P``
-    (``λ Δᵀ = P(K Rᵀ - M Δᵀ)``), so ``Δ k = 0`` for every key in the null space's complement."""
+    (``λ Δᵀ = P(K Rᵀ - M Δᵀ)``), so ``Δ k = 0`` for every key in the null space's complement.
+
+    The solve's rounding error grows with the system's condition number (about ``‖M‖/λ``), so the solved
+    ``Δᵀ`` is projected by ``P`` once more: exact arithmetic gives the same update, and in floating point the
+    preserved keys then stay unchanged to the projector's accuracy, whatever ``λ`` is."""
     _check(keys, resid, projector)
     if l2 <= 0:
         raise ValueError(f"AlphaEdit's L2 weight must be > 0, got {l2}")
@@ -122,4 +126,4 @@ def null_space_update(
     if past_gram is not None:
         m = m + _f64(past_gram, device)
     lhs = p @ m + l2 * torch.eye(m.shape[0], dtype=m.dtype, device=device)
-    return torch.linalg.solve(lhs, p @ k @ r.T).T
+    return (p @ torch.linalg.solve(lhs, p @ k @ r.T)).T

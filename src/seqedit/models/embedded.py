@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from seqedit.errors import UserError
 from seqedit.utils.hashing import sha256_file
 
 
-class MissingPackageError(RuntimeError):
+class MissingPackageError(UserError, RuntimeError):
     """The package carrying an embedded model is not installed."""
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from seqedit.errors import UserError
 from seqedit.models.adapters import ArchitectureAdapter, adapter_for
 from seqedit.models.embedded import EMBEDDED_MODELS, convert_to_cache
 from seqedit.settings import get_settings
@@ -18,7 +19,7 @@ from seqedit.utils.torch_utils import resolve_device, resolve_dtype
 DEFAULT_MODEL = "smollm2-135m"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 

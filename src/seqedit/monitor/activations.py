@@ -192,6 +192,9 @@ class ActivationMonitor:
         self.lm = lm
         self.probes = tuple(probes)
         n_layers = lm.adapter.num_layers
+        outside = [int(layer) for layer in layers or [] if not -n_layers <= int(layer) < n_layers]
+        if outside:  # a modulo would silently measure another layer (99 -> 3 on a 4-layer model)
+            raise ValueError(f"probe layer(s) {outside} out of range; the model has {n_layers} layers")
         self.layers = list(range(n_layers)) if layers is None else [int(layer) % n_layers for layer in layers]
         if not self.layers:
             raise ValueError("no layers to monitor")

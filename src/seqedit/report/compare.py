@@ -83,6 +83,7 @@ HEADLINE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("S", "S"),
     ("downstream_delta_mean", "Δ downstream"),
     ("perplexity_ratio", "perplexity ×"),
+    ("collapse", "collapse (edits)"),
     ("train_loss_final", "final loss"),
     ("time_per_unit_s", "s / edit"),
 )
@@ -488,9 +489,23 @@ def comparison_table(runs: Sequence[ComparedRun]) -> pd.DataFrame:
             "batch_size": meta.batch_size,
         }
         record.update(_headline(c.run, numbers))
+        record["collapse"] = collapse_cell(c.run.summary)
         record.update({k: v for k, v in numbers.items() if k not in record})
         records.append(record)
     return pd.DataFrame(records)
+
+
+def collapse_cell(summary: Mapping[str, Any] | None) -> str | None:
+    """The collapse criteria a run met, each with the edit count (or step) where it was first met:
+    ``"norm_growth@120, perplexity@300"``; ``"none"`` when none was met; None for runs that predate the
+    criteria (no ``collapse`` in summary.json)."""
+    criteria = (summary or {}).get("collapse")
+    if not isinstance(criteria, Mapping):
+        return None
+    met = sorted(
+        ((hit.get("n_edits") or hit.get("step") or 0, name) for name, hit in criteria.items() if isinstance(hit, Mapping)),
+    )
+    return ", ".join(f"{name}@{count}" for count, name in met) if met else "none"
 
 
 def _headline(run: RunData, numbers: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from seqedit.errors import UserError
+
 RunKind = Literal["edit", "intervention"]
 
 REQUIRED_FILES = ("config.yaml", "progress.json", "norms")
@@ -52,7 +54,7 @@ _CONFIG_PATHS: Mapping[str, tuple[str, ...]] = {
 }
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(UserError, ValueError):
     """A run directory is missing a required file or holds a malformed one."""
 
     def __init__(self, run_dir: Path, file: str, problem: str) -> None:

@@ -13,6 +13,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seqedit.errors import UserError
+from seqedit.runner.health import HealthSpec
+
 MatrixGroupName = Literal["edited", "mlp", "attn", "all"]
 DOWNSTREAM_TASKS = ("sst2", "mrpc", "cola", "rte", "nli", "mmlu", "mmlu_cloze")
 
@@ -125,6 +128,9 @@ class RunConfig(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
+    health: HealthSpec = Field(
+        default_factory=HealthSpec, description="Divergence checks and collapse criteria (runner/health.py)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -141,7 +147,7 @@ class RunConfig(_Strict):
         return math.ceil(self.num_edits / self.batch_size)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A run configuration is invalid; the message names the file and field."""
 
 
@@ -150,7 +156,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.subkey=value")
     key, _, raw = text.partition("=")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({problem})") from exc
+    return key.strip().split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

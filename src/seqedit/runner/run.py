@@ -15,17 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditResult
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
+from seqedit.runner.drift import check_config_on_resume, check_editor_on_resume, record_editor
+from seqedit.runner.health import HealthEvent, HealthMonitor
 from seqedit.runner.measure import Measurements
 from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
 from seqedit.runner.store import RunStore, environment_info
 from seqedit.runner.summary import summarise
+from seqedit.runner.validate import validate_output_dir, validate_with_model
+from seqedit.utils.io import write_json_atomic
 from seqedit.utils.torch_utils import seed_everything
 
 
@@ -43,8 +48,13 @@ def validate_before_work(config: RunConfig) -> None:
     """Reject what can be rejected without loading anything (method, hyper-parameters)."""
     try:
         make_config(config.method, None, config.hparams)
-    except ValueError as exc:  # unknown method, or pydantic's ValidationError (a ValueError)
-        raise ConfigError(f"field 'hparams' / 'method': {exc}") from exc
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"field '{'.'.join(['hparams', *map(str, e['loc'])])}': {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"method '{config.method}': {fields}") from exc
+    except ValueError as exc:  # unknown method
+        raise ConfigError(f"field 'method': {exc}") from exc
 
 
 def _step_seed(config: RunConfig, step: int) -> int:
@@ -87,21 +97,26 @@ class SequentialRun:
     def execute(self, *, resume: bool = False, max_steps: int | None = None) -> RunOutcome:
         """Run (or resume) to the end, or for at most ``max_steps`` more steps."""
         validate_before_work(self.config)
+        validate_output_dir(self.config)
         selection = select_requests(self.config)
         planned = selection.edits
         completed = 0
         if resume:
             progress = self.store.read_progress()
             completed = int(progress["completed_steps"])
+            self._check_same_config()
             if progress["status"] == "finished":
                 self.log(f"{self.store.root}: already finished")
                 return RunOutcome(self.store.root, "finished", completed, int(progress["n_edits"]))
-            self._check_same_config()
             self.store.truncate_after(completed)
         lm = self._load_model()
+        editor = create_editor(self.config.method, lm, self.config.hparams)
+        validate_with_model(self.config, lm, editor, [*planned, *selection.probes])
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-        editor = create_editor(self.config.method, lm, self.config.hparams)
+            record_editor(self.store.root, self.config.method, editor, lm, self.config)
+        else:
+            check_editor_on_resume(self.store.root, self.config.method, editor, self.log, lm)
         measurements = Measurements(lm, self.config, planned, selection.probes)
         batches = self._batches(planned)
         if resume and completed > 0:
@@ -114,13 +129,7 @@ class SequentialRun:
         return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
 
     def _check_same_config(self) -> None:
-        stored = load_config(self.store.config_path).model_dump(mode="json", exclude={"output_dir"})
-        if stored != self.config.model_dump(mode="json", exclude={"output_dir"}):
-            differing = sorted(k for k in stored if stored[k] != self.config.model_dump(mode="json").get(k))
-            raise ConfigError(
-                f"{self.store.root} holds a run with a different config (fields {', '.join(differing)}); "
-                "resume it with its own config (`seqedit run --resume DIR`) or choose another output_dir"
-            )
+        check_config_on_resume(self.store.config_path, self.config)  # refuses a changed experiment, with a diff
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
         self.log(f"Resuming {self.store.root} after step {completed}: replaying {completed} weight updates")
@@ -149,6 +158,8 @@ class SequentialRun:
     ) -> RunOutcome:
         checkpoint_counts = set(self.config.checkpoints.edit_counts(len(planned), self.config.batch_size))
         n_edits = sum(len(b) for b in batches[:completed])
+        health = HealthMonitor(self.config.health)
+        health.replay(self.store.read("norms"), self.store.read("checkpoints"))  # baseline, or the resumed past
         last = len(batches) if max_steps is None else min(len(batches), completed + max_steps)
         with StepProgress(len(planned), n_edits, enabled=self.show_progress, label=self.config.label) as bar:
             for step in range(completed + 1, last + 1):
@@ -164,20 +175,52 @@ class SequentialRun:
                     return self._fail(step, n_edits, batch, exc)
                 elapsed = time.perf_counter() - started
                 n_edits += len(batch)
-                self._record_step(step, n_edits, batch, result, elapsed, measurements)
+                norm_rows = self._record_step(step, n_edits, batch, result, elapsed, measurements)
+                events = health.observe_norms(step, n_edits, norm_rows)
                 if n_edits in checkpoint_counts:
                     seed_everything(_step_seed(self.config, step) + 500_009)
                     bar.note(f"checkpoint at {n_edits} edits")
                     rows = measurements.checkpoint(step, n_edits, batch, planned[:n_edits])
                     self.store.append("checkpoints", rows)
+                    events += health.observe_checkpoint(step, n_edits, rows)
                 self._save_states(editor, measurements, step)
                 self.store.write_progress(kind="edit", status="running", completed_steps=step, n_edits=n_edits,
                                           message=f"completed step {step} of {len(batches)}")
                 self.store.prune_states(step)
                 bar.advance(len(batch))
+                stop = self._note_health(health, events)
+                if stop is not None:
+                    return self._end_on_health(stop, step, n_edits, health)
         if last < len(batches):
             return RunOutcome(self.store.root, "running", last, n_edits, "stopped early (max_steps)")
-        return self._finish(last, n_edits)
+        return self._finish(last, n_edits, health)
+
+    def _note_health(self, health: HealthMonitor, events: list[HealthEvent]) -> HealthEvent | None:
+        """Record divergence and collapse events (health.json) and say whether one ends the run."""
+        if not events:
+            return None
+        for event in events:
+            self.log(f"{event.kind} ({event.check}, {event.action}) at step {event.step}: {event.detail}")
+        write_json_atomic(self.store.root / "health.json", health.report())
+        return HealthMonitor.stopping(events)
+
+    def _end_on_health(self, event: HealthEvent, step: int, n_edits: int, health: HealthMonitor) -> RunOutcome:
+        """A collapse with stop_on_collapse finishes the run; a divergence set to stop fails it."""
+        reason = f"stopped at step {step} ({n_edits} edits): {event.kind} '{event.check}': {event.detail}"
+        if event.kind == "collapse":
+            return self._finish(step, n_edits, health, message=reason)
+        summary = {**summarise(self.store, self.config), **self._health_summary(health)}
+        self.store.write_summary(summary)
+        self.store.write_parquet_mirrors()
+        self.store.write_progress(kind="edit", status="failed", completed_steps=step, n_edits=n_edits,
+                                  message=reason)
+        self.log(reason)
+        return RunOutcome(self.store.root, "failed", step, n_edits, reason, summary)
+
+    @staticmethod
+    def _health_summary(health: HealthMonitor) -> dict[str, Any]:
+        report = health.report()
+        return {"collapse": report["collapse"], "health": report}
 
     def _record_step(
         self,
@@ -187,15 +230,17 @@ class SequentialRun:
         result: EditResult,
         elapsed: float,
         measurements: Measurements,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         if self.config.save_ledger:
             self.store.save_ledger(step, result)
-        self.store.append("norms", measurements.after_step(step, n_edits, result))
+        norm_rows = measurements.after_step(step, n_edits, result)
+        self.store.append("norms", norm_rows)
         timing: dict[str, Any] = {"step": step, "n_edits": n_edits, "edits_in_step": len(batch), "total_s": elapsed}
         timing.update({f"phase_{name}_s": seconds for name, seconds in result.timings.items()})
         self.store.append("timings", [timing])
         stats = result.request_stats or [{"case_id": r.case_id} for r in batch]
         self.store.append("requests", [{"step": step, **row} for row in stats])
+        return norm_rows
 
     def _fail(self, step: int, n_edits: int, batch: Sequence[EditRequest], exc: Exception) -> RunOutcome:
         ids = ", ".join(r.case_id for r in batch[:10]) + (" ..." if len(batch) > 10 else "")
@@ -210,13 +255,14 @@ class SequentialRun:
         self.log(message)
         return RunOutcome(self.store.root, "failed", step - 1, n_edits, message)
 
-    def _finish(self, steps: int, n_edits: int) -> RunOutcome:
-        summary = summarise(self.store, self.config)
+    def _finish(self, steps: int, n_edits: int, health: HealthMonitor, message: str = "finished") -> RunOutcome:
+        summary = {**summarise(self.store, self.config), **self._health_summary(health)}
+        write_json_atomic(self.store.root / "health.json", health.report())
         self.store.write_summary(summary)
         self.store.write_parquet_mirrors()
         self.store.write_progress(kind="edit", status="finished", completed_steps=steps, n_edits=n_edits,
-                                  message="finished")
-        return RunOutcome(self.store.root, "finished", steps, n_edits, "finished", summary)
+                                  message=message)
+        return RunOutcome(self.store.root, "finished", steps, n_edits, message, summary)
 
 
 def run_experiment(
@@ -231,10 +277,19 @@ def run_experiment(
     return SequentialRun(config, lm=lm, show_progress=show_progress).execute(resume=resume, max_steps=max_steps)
 
 
-def resume_experiment(run_dir: str | Path, *, lm: LoadedModel | None = None, show_progress: bool = True) -> RunOutcome:
-    """Continue a run from its last completed step, with the config it was started with."""
+def resume_experiment(
+    run_dir: str | Path,
+    *,
+    lm: LoadedModel | None = None,
+    show_progress: bool = True,
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> RunOutcome:
+    """Continue a run from its last completed step, with the config it was started with. A config file or
+    overrides given on resume are checked against it: only changes that are safe on resume are accepted
+    (:mod:`seqedit.runner.drift`), anything else is refused with a diff."""
     store = RunStore(run_dir)
     store.read_progress()  # clear error if this is not a run directory
-    config = load_config(store.config_path)
+    config = load_config(config_path or store.config_path, overrides)
     config = config.model_copy(update={"output_dir": Path(run_dir)})
     return run_experiment(config, resume=True, lm=lm, show_progress=show_progress)

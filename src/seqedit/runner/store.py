@@ -19,8 +19,10 @@ from typing import Any, Literal
 import torch
 
 from seqedit.editors.base import EditResult
+from seqedit.errors import UserError
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import (
+    dumps_row,
     json_default,
     load_tensors,
     read_jsonl,
@@ -54,7 +56,7 @@ def environment_info(lm: LoadedModel | None = None) -> dict[str, Any]:
     return info
 
 
-class RunDirectoryError(RuntimeError):
+class RunDirectoryError(UserError, RuntimeError):
     """The run directory is missing, not a run, or already holds a run."""
 
 
@@ -115,7 +117,7 @@ class RunStore:
 
     # ------------------------------------------------------------------ tables
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        lines = [json.dumps(dict(r), default=json_default) + "\n" for r in rows]
+        lines = [dumps_row(r) + "\n" for r in rows]  # NaN/Inf -> null, flagged in the row
         if not lines:
             return
         path = self.table_path(table)

@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +40,56 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
+    """Valid JSON always: a NaN or infinity is written as null (JSON has no token for it)."""
+    clean, _ = _finite(obj)
+    write_text_atomic(path, json.dumps(clean, indent=indent, default=json_default, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> tuple[Any, bool]:
+    """``value`` with every non-finite float (also inside lists, dicts, tensors) replaced by None, and
+    whether any was."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    elif hasattr(value, "item") and not isinstance(value, (str, bytes, dict, list, tuple)):
+        with suppress(ValueError, TypeError):
+            value = value.item()
+    if isinstance(value, float):
+        return (value, False) if math.isfinite(value) else (None, True)
+    if isinstance(value, dict):
+        pairs = {k: _finite(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(bad for _, bad in pairs.values())
+    if isinstance(value, (list, tuple)):
+        items = [_finite(v) for v in value]
+        return [v for v, _ in items], any(bad for _, bad in items)
+    return value, False
+
+
+def finite_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A result row as valid JSON: non-finite numbers become null and their fields are listed under
+    ``non_finite`` (so "not measured" and "blew up" stay distinguishable)."""
+    out: dict[str, Any] = {}
+    flagged = list(row.get("non_finite") or [])
+    for key, value in row.items():
+        if key == "non_finite":
+            continue
+        out[key], bad = _finite(value)
+        if bad and key not in flagged:
+            flagged.append(key)
+    if flagged:
+        out["non_finite"] = flagged
+    return out
+
+
+def dumps_row(row: Mapping[str, Any]) -> str:
+    """One JSONL line of a result row (valid JSON; see :func:`finite_row`)."""
+    return json.dumps(finite_row(row), default=json_default, allow_nan=False)
 
 
 def append_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Append rows to a JSONL file by rewriting it atomically (results files stay small)."""
     target = Path(path)
     old = target.read_text(encoding="utf-8") if target.exists() else ""
-    new = "".join(json.dumps(dict(r), default=json_default) + "\n" for r in rows)
+    new = "".join(dumps_row(r) + "\n" for r in rows)
     write_text_atomic(target, old + new)
 
 

@@ -20,6 +20,7 @@ from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import PromptTargetBatch, target_log_probs
 from seqedit.settings import get_settings
 from seqedit.utils.io import load_tensors, save_tensors_atomic, write_json_atomic
+from seqedit.utils.paths import safe_path_component
 
 WEIGHTS_FILE = "mend.safetensors"
 SPEC_FILE = "mend.json"
@@ -131,8 +132,7 @@ class MendHypernet(nn.Module):
 
 def default_checkpoint_dir(model_name: str) -> Path:
     """Where ``seqedit mend train`` saves, and ``method: mend`` looks, by default."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name.strip("/"))
-    return get_settings().cache_dir / "mend" / safe
+    return get_settings().cache_dir / "mend" / safe_path_component(model_name)
 
 
 def build_spec(
