@@ -35,12 +35,10 @@ import numpy as np
 import pandas as pd
 
 from seqedit.report.loading import RunData, load_run
+from seqedit.runner.health import HealthMonitor, HealthSpec
 from seqedit.report.style import new_figure, series_colors, styled
 from seqedit.utils.io import strict_json
 
-COLLAPSE_PERPLEXITY_FACTOR = 2.0  # perplexity >= 2x the unedited model's
-COLLAPSE_EFFICACY = 0.5  # efficacy of the latest batch below this at two checkpoints in a row
-COLLAPSE_NORM_RATIO = 2.0  # some edited matrix at twice its original Frobenius norm
 REAL_PERPLEXITY_RISE = 0.10  # a rise of perplexity taken as a degradation
 C2_RISING_SHARE = 0.9
 DRIFT_OVER_FLOOR = 3.0  # a drift statistic this many times its noise floor counts as a real move
@@ -109,32 +107,19 @@ def retention_scope(run: RunData) -> str | None:
     return next((s for s in ("fixed", "sample", "all") if s in scopes), None)
 
 
-def collapse_points(run: RunData) -> dict[str, dict[str, float] | None]:
-    """The first edit count meeting each collapse criterion (None: never met)."""
-    found: dict[str, dict[str, float] | None] = {}
-    ppl = _checkpoint_series(run, "downstream", "perplexity")
-    found["perplexity_2x"] = None
-    if len(ppl) > 1 and ppl.iloc[0] > 0:
-        over = ppl[ppl >= COLLAPSE_PERPLEXITY_FACTOR * ppl.iloc[0]]
-        if not over.empty:
-            found["perplexity_2x"] = {"n_edits": float(over.index[0]), "value": float(over.iloc[0] / ppl.iloc[0])}
-    efficacy = _checkpoint_series(run, "edit", "efficacy_score", "latest").drop(0, errors="ignore")
-    found["latest_efficacy_below_half_twice"] = None
-    low = (efficacy < COLLAPSE_EFFICACY).to_numpy()
-    for i in range(1, len(low)):
-        if low[i] and low[i - 1]:
-            found["latest_efficacy_below_half_twice"] = {"n_edits": float(efficacy.index[i]),
-                                                         "value": float(efficacy.iloc[i])}
-            break
-    curve = norm_curve(run)
-    over_norm = curve[curve["fro_rel_max"] >= COLLAPSE_NORM_RATIO]
-    found["norm_ratio_2x"] = (None if over_norm.empty else
-                              {"n_edits": float(over_norm["x"].iloc[0]), "value": float(over_norm["fro_rel_max"].iloc[0])})
-    values = pd.concat([run.norms["fro"], run.checkpoints["value"]]) if not run.checkpoints.empty else run.norms["fro"]
-    found["non_finite"] = None
-    if not np.isfinite(pd.to_numeric(values, errors="coerce").dropna().to_numpy()).all():
-        found["non_finite"] = {"n_edits": float("nan"), "value": float("nan")}
-    return found
+def collapse_points(run: RunData) -> dict[str, dict[str, Any] | None]:
+    """The first step meeting each collapse criterion, as the runner's health monitor decides it (the run's
+    own ``health`` settings, else the defaults), replayed over the recorded rows."""
+    spec = HealthSpec.model_validate(run.config.get("health") or {})
+    monitor = HealthMonitor(spec)
+    monitor.replay(_records(run.norms), _records(run.checkpoints))
+    return monitor.report()["collapse"]
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """DataFrame rows as the dicts the runner wrote (pandas' NaN for absent values back to None)."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) and k != "value" else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
 
 
 def growth_fits(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
