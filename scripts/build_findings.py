@@ -82,7 +82,7 @@ def main() -> None:
                            "images/findings/", STUDY_COMMAND)
     title, _, rest = body.partition("\n\n")
     page.write_text(f"{title}\n\n{PROTOCOL}\n{rest}", encoding="utf-8")
-    text = args.readme.read_text(encoding="utf-8")
+    text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
         pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
         text = pattern.sub(f"{README_START}\n{readme_table(found)}\n{README_END}", text)
