@@ -26,7 +26,11 @@ def summary_table(summary: dict, title: str) -> Table:
         table.add_row(key, "" if base is None else f"{base:.3f}", "" if final is None else f"{final:.3f}")
     timing = summary.get("timing", {})
     if timing:
-        table.add_row("seconds per edit", "", f"{timing['seconds_per_edit']:.2f}")
+        table.add_row("seconds per edit (key statistics apart)", "", f"{timing['seconds_per_edit']:.2f}")
+        if timing.get("statistics_seconds") is not None:
+            cached = {True: "read from the cache", False: "computed"}.get(timing.get("statistics_from_cache"), "")
+            table.add_row(f"key statistics, one-off seconds ({cached})" if cached else "key statistics, one-off seconds",
+                          "", f"{timing['statistics_seconds']:.2f}")
     return table
 
 

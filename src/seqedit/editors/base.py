@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from seqedit.data.records import EditRequest
+from seqedit.editors.profiles import ProfileChoice, choose_profile, settings_for
 from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import load_tensors, save_tensors_atomic
@@ -152,6 +153,14 @@ def commit_deltas(
 BatchMode = Literal["batch", "sequential"]
 
 
+def profile_choice(lm: LoadedModel | None, profile: str | None = None) -> ProfileChoice:
+    """The settings profile for ``lm``: ``profile`` if given, else found from its checkpoint name and type."""
+    if lm is None:
+        return choose_profile(profile, None)
+    model_type = lm.info.get("model_type") or getattr(getattr(lm.model, "config", None), "model_type", None)
+    return choose_profile(profile, lm.name, model_type)
+
+
 class Editor(ABC):
     """A knowledge editor. Subclasses set ``name``, ``config_class`` and implement :meth:`apply`.
 
@@ -171,9 +180,16 @@ class Editor(ABC):
             raise TypeError(f"{self.name} expects a {self.config_class.__name__}, got {type(self.config).__name__}")
 
     @classmethod
-    def default_config(cls, lm: LoadedModel | None = None) -> EditorConfig:
-        """Defaults for this model (family and size); the base class has one set for all models."""
-        return cls.config_class()
+    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
+        """Defaults for this model: the class defaults updated with the settings profile's values
+        (``profile``, else the model's own profile; :mod:`seqedit.editors.profiles`)."""
+        return cls.config_class.model_validate(cls.profile_defaults(profile_choice(lm, profile)))
+
+    @classmethod
+    def profile_defaults(cls, choice: ProfileChoice) -> dict[str, Any]:
+        """The values a profile sets for this method (only fields its config has)."""
+        settings = settings_for(choice, cls.name, cls.config_class.model_fields)
+        return {name: setting.value for name, setting in settings.items()}
 
     @abstractmethod
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:

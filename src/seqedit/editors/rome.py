@@ -12,17 +12,14 @@ by default, as in r-ROME.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import Field, field_validator
 
 from seqedit.editors.base import EditorConfig
-from seqedit.editors.locate import LayerContext, LocateEditEditor, ModelProfile, PreservingConfig
+from seqedit.editors.locate import LayerContext, LocateEditEditor, PreservingConfig
 from seqedit.editors.solvers import rank_one_update
-
-# ROME's single layer on the embedded model (docs/editors.md, "ROME's layer").
-SMOLLM2_ROME_LAYER = 5
 
 
 class ROMEConfig(PreservingConfig):
@@ -42,16 +39,6 @@ class ROME(LocateEditEditor):
     description = "ROME (r-ROME): rank-one update of one MLP layer, one fact at a time (Meng et al. 2022)"
     intended_batch_mode = "sequential"
     one_fact_at_a_time = True
-
-    @classmethod
-    def method_overrides(cls, profile: ModelProfile) -> dict[str, Any]:
-        if profile.key == "smollm2":
-            return {"layers": [SMOLLM2_ROME_LAYER]}
-        if profile.key == "llama":
-            return {"layers": [5]}
-        if profile.key == "gpt2":
-            return {"layers": [17]}
-        return {"layers": None}
 
     def solve_layer(self, keys: torch.Tensor, resid: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         assert isinstance(self.config, ROMEConfig)

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from seqedit.data.records import EditRequest
-from seqedit.editors.base import EditError, Editor, EditResult
+from seqedit.editors.base import EditError, Editor, EditResult, profile_choice
+from seqedit.editors.profiles import UnknownProfileError, choose_profile
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
@@ -40,9 +41,13 @@ class RunOutcome:
 
 
 def validate_before_work(config: RunConfig) -> None:
-    """Reject what can be rejected without loading anything (method, hyper-parameters)."""
+    """Reject what can be rejected without loading anything (profile, method, hyper-parameters)."""
     try:
-        make_config(config.method, None, config.hparams)
+        choose_profile(config.profile, None)
+    except UnknownProfileError as exc:
+        raise ConfigError(f"field 'profile': {exc}") from exc
+    try:
+        make_config(config.method, None, config.hparams, config.profile)
     except ValueError as exc:  # unknown method, or pydantic's ValidationError (a ValueError)
         raise ConfigError(f"field 'hparams' / 'method': {exc}") from exc
 
@@ -72,6 +77,8 @@ class SequentialRun:
         self._lm = lm
         self.show_progress = show_progress
         self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._facts: dict[str, Any] = {}
+        self._profile: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def _load_model(self) -> LoadedModel:
@@ -88,7 +95,9 @@ class SequentialRun:
         """Run (or resume) to the end, or for at most ``max_steps`` more steps."""
         validate_before_work(self.config)
         selection = select_requests(self.config)
+        self.log(selection.log_line(self.config.dataset.name))
         planned = selection.edits
+        self._facts = selection.describe()
         completed = 0
         if resume:
             progress = self.store.read_progress()
@@ -101,7 +110,10 @@ class SequentialRun:
         lm = self._load_model()
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-        editor = create_editor(self.config.method, lm, self.config.hparams)
+        choice = profile_choice(lm, self.config.profile)
+        self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
+        self._profile = choice.describe()
+        editor = create_editor(self.config.method, lm, self.config.hparams, self.config.profile)
         measurements = Measurements(lm, self.config, planned, selection.probes)
         batches = self._batches(planned)
         if resume and completed > 0:
@@ -193,6 +205,9 @@ class SequentialRun:
         self.store.append("norms", measurements.after_step(step, n_edits, result))
         timing: dict[str, Any] = {"step": step, "n_edits": n_edits, "edits_in_step": len(batch), "total_s": elapsed}
         timing.update({f"phase_{name}_s": seconds for name, seconds in result.timings.items()})
+        from_cache = result.info.get("statistics", {}).get("from_cache")
+        if isinstance(from_cache, dict) and from_cache:
+            timing["statistics_from_cache"] = all(bool(v) for v in from_cache.values())
         self.store.append("timings", [timing])
         stats = result.request_stats or [{"case_id": r.case_id} for r in batch]
         self.store.append("requests", [{"step": step, **row} for row in stats])
@@ -211,7 +226,7 @@ class SequentialRun:
         return RunOutcome(self.store.root, "failed", step - 1, n_edits, message)
 
     def _finish(self, steps: int, n_edits: int) -> RunOutcome:
-        summary = summarise(self.store, self.config)
+        summary = summarise(self.store, self.config, facts=self._facts, profile=self._profile)
         self.store.write_summary(summary)
         self.store.write_parquet_mirrors()
         self.store.write_progress(kind="edit", status="finished", completed_steps=steps, n_edits=n_edits,
