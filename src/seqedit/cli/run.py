@@ -42,16 +42,23 @@ def run_command(
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the run in this directory.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print every field with its default.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (edits, key statistics, weight loading).")
+    ] = False,
+    threads: Annotated[
+        int, typer.Option(min=0, help="torch CPU threads (0: torch's default); recorded in environment.json.")
+    ] = 0,
 ) -> None:
     """Edit a model with many facts in sequence, recording norms, activations, edit and downstream metrics."""
     from seqedit.runner.config import ConfigError, config_reference, load_config
     from seqedit.runner.run import resume_experiment, run_experiment
+    from seqedit.runner.store import set_threads
 
     console = Console()
     if show_config:
         console.print(config_reference(), markup=False, highlight=False)
         return
+    set_threads(threads)
     try:
         if resume is not None:
             outcome = resume_experiment(resume, show_progress=not quiet)

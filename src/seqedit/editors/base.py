@@ -173,6 +173,8 @@ class Editor(ABC):
     description: ClassVar[str] = ""
     # "batch": many facts in one apply() is the method's intent (MEMIT); "sequential": one at a time (ROME).
     intended_batch_mode: ClassVar[BatchMode] = "batch"
+    # Progress bars of one-off work (the key statistics); a quiet run (`seqedit run -q`) turns them off.
+    show_progress: bool = True
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()

@@ -228,6 +228,7 @@ class LocateEditEditor(Editor):
             fresh = second_moments(
                 lm, missing, corpus=c.mom2_corpus, n_samples=c.mom2_n_samples, max_length=c.mom2_max_length,
                 dtype=c.mom2_dtype, token_budget=max(c.mom2_token_budget, c.mom2_max_length),
+                progress=self.show_progress,
             )
             for layer, moment in fresh.items():
                 moment.moment = moment.moment.to(lm.device)

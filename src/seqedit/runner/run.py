@@ -7,9 +7,10 @@ order (bit-identical), so a resumed run ends with the same numbers as an uninter
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,25 @@ def validate_before_work(config: RunConfig) -> None:
         raise ConfigError(f"field 'hparams' / 'method': {exc}") from exc
 
 
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Silence the weight-loading progress bars of transformers and the Hugging Face hub (quiet runs)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_was_off = are_progress_bars_disabled()
+    transformers_was_on = hf_logging.is_progress_bar_enabled()
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not hub_was_off:
+            enable_progress_bars()
+        if transformers_was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _step_seed(config: RunConfig, step: int) -> int:
     return config.seed * 1_000_003 + step
 
@@ -83,7 +103,8 @@ class SequentialRun:
     # ------------------------------------------------------------------ setup
     def _load_model(self) -> LoadedModel:
         if self._lm is None:
-            self._lm = load(self.config.model, dtype=self.config.dtype, device=self.config.device)
+            with contextlib.nullcontext() if self.show_progress else _no_loading_bars():
+                self._lm = load(self.config.model, dtype=self.config.dtype, device=self.config.device)
         return self._lm
 
     def _batches(self, requests: Sequence[EditRequest]) -> list[list[EditRequest]]:
@@ -114,6 +135,7 @@ class SequentialRun:
         self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
         self._profile = choice.describe()
         editor = create_editor(self.config.method, lm, self.config.hparams, self.config.profile)
+        editor.show_progress = self.show_progress
         measurements = Measurements(lm, self.config, planned, selection.probes)
         batches = self._batches(planned)
         if resume and completed > 0:
