@@ -153,7 +153,7 @@ def released_context_templates(lm: LoadedModel, count: int = 5, length: int = 10
     tokens kept, NFKD-normalised, blank lines joined, braces replaced by spaces, ". {}" appended."""
     prefixes = []
     for row in released_context_samples(lm, count, length, seed):
-        text = unicodedata.normalize("NFKD", lm.tokenizer.decode(row)).replace("\n\n", " ")
+        text = unicodedata.normalize("NFKD", str(lm.tokenizer.decode(row))).replace("\n\n", " ")
         text = text.replace("<|endoftext|>", "").replace("{", " ").replace("}", " ")
         prefixes.append(f"{text}. {SUBJECT_SLOT}")
     return ContextTemplates((SUBJECT_SLOT, *prefixes), "released")
