@@ -9,7 +9,7 @@ from seqedit.editors.base import profile_choice
 from seqedit.editors.context import SAMPLE_SEEDS, released_context_samples, sampled_context_templates
 from seqedit.editors.locate import LocateEditEditor
 from seqedit.editors.profiles import (
-    ALL_METHODS,
+    LOCATE_AND_EDIT,
     PROFILES,
     RELEASED_FALLBACK,
     RELEASED_RECIPE,
@@ -49,7 +49,7 @@ def test_an_unknown_model_gets_generic_defaults_with_a_notice_whatever_its_shape
 
 
 def test_model_types_select_a_profile_when_no_checkpoint_does(monkeypatch):
-    family = Profile("tinyfam", "test", {ALL_METHODS: {"mom2_update_weight": Setting(7.0, "test")}},
+    family = Profile("tinyfam", "test", {LOCATE_AND_EDIT: {"mom2_update_weight": Setting(7.0, "test")}},
                      model_types=("llama",))
     monkeypatch.setitem(PROFILES, family.name, family)
     assert profile_for_model("HuggingFaceTB/SmolLM2-135M", "llama").base == "smollm2"  # checkpoint first
@@ -62,6 +62,9 @@ def test_explicit_profiles_and_unknown_names(tiny_llama):
     assert make_config("alphaedit", None, profile="smollm2").nullspace_threshold == 1e-2
     assert make_config("ft-l", None, profile="smollm2").lr == 5e-3
     assert make_config("ft-l", None).lr == 5e-4  # FT-L's SmolLM2 values are no longer everyone's
+    # The locate-and-edit layers are not the gradient editors' (LoRA keeps its depth rule: N/6 on).
+    assert make_config("lora", None, profile="smollm2").layers is None
+    assert make_config("lora", None, profile="smollm2+released") == make_config("lora", None, profile="smollm2")
     assert choose_profile("released", "smollm2-135m").name == "smollm2+released"
     assert choose_profile("gpt2-xl+released", "whatever").name == "gpt2-xl+released"
     for bad in ("nope", "smollm2+nope", "released+released"):
@@ -78,7 +81,7 @@ def _differences(method: str, base: str) -> dict[str, tuple[object, object]]:
 @pytest.mark.parametrize("base", ["smollm2", "generic", "llama3-8b", "gpt2-xl"])
 @pytest.mark.parametrize("method", LOCATE_METHODS)
 def test_released_profile_differs_from_the_default_only_where_documented(method, base):
-    documented = {**RELEASED_RECIPE[ALL_METHODS], **RELEASED_RECIPE.get(method, {})}
+    documented = {**RELEASED_RECIPE[LOCATE_AND_EDIT], **RELEASED_RECIPE.get(method, {})}
     if base in {"smollm2", "generic"}:
         documented.update(RELEASED_FALLBACK)
     differences = _differences(method, base)

@@ -175,6 +175,8 @@ class Editor(ABC):
     intended_batch_mode: ClassVar[BatchMode] = "batch"
     # Progress bars of one-off work (the key statistics); a quiet run (`seqedit run -q`) turns them off.
     show_progress: bool = True
+    # Which shared entries of a settings profile apply (editors/profiles.py); None: only the method's own.
+    profile_group: ClassVar[str | None] = None
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -190,7 +192,7 @@ class Editor(ABC):
     @classmethod
     def profile_defaults(cls, choice: ProfileChoice) -> dict[str, Any]:
         """The values a profile sets for this method (only fields its config has)."""
-        settings = settings_for(choice, cls.name, cls.config_class.model_fields)
+        settings = settings_for(choice, cls.name, cls.config_class.model_fields, cls.profile_group)
         return {name: setting.value for name, setting in settings.items()}
 
     @abstractmethod

@@ -31,6 +31,7 @@ from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, Ph
 from seqedit.editors.context import ContextMode, ContextTemplates, make_context_templates
 from seqedit.editors.covariance import DEFAULT_CORPUS, SecondMoment, second_moments
 from seqedit.editors.keys import keys_and_hidden
+from seqedit.editors.profiles import LOCATE_AND_EDIT
 from seqedit.editors.solvers import solve_device
 from seqedit.editors.targets import TargetSettings, optimise_targets
 from seqedit.models.adapters.base import ArchitectureAdapter
@@ -169,6 +170,7 @@ class LocateEditEditor(Editor):
     # AlphaEdit always accumulates past keys; the others only with ``past_edit_memory``.
     always_remembers: ClassVar[bool] = False
     default_layer_count: ClassVar[int] = 5
+    profile_group: ClassVar[str | None] = LOCATE_AND_EDIT
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         super().__init__(config)

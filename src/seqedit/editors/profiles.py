@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ALL_METHODS = "*"  # settings of a profile that apply to every method that has the field
+# Settings under this key apply to every locate-and-edit method (ROME, MEMIT, EMMET, AlphaEdit, ENCORE and any
+# editor that declares ``profile_group = LOCATE_AND_EDIT``); gradient editors are listed by name.
+LOCATE_AND_EDIT = "locate-and-edit"
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,16 @@ class Profile:
 
     name: str
     description: str
-    # method name (or ALL_METHODS) -> field -> setting
+    # method name (or LOCATE_AND_EDIT) -> field -> setting
     settings: Mapping[str, Mapping[str, Setting]]
     checkpoints: tuple[str, ...] = ()  # checkpoint names that select this profile (case-insensitive)
     model_types: tuple[str, ...] = ()  # transformers model types that select it when no checkpoint does
     overlay: bool = False  # applied on top of the model's own profile (chosen explicitly, never matched)
 
-    def for_method(self, method: str) -> dict[str, Setting]:
-        return {**self.settings.get(ALL_METHODS, {}), **self.settings.get(method, {})}
+    def for_method(self, method: str, group: str | None = None) -> dict[str, Setting]:
+        """The settings of ``method``: its group's, then its own."""
+        shared = self.settings.get(group, {}) if group else {}
+        return {**shared, **self.settings.get(method, {})}
 
 
 # ---------------------------------------------------------------------------------------------- sources
@@ -70,7 +74,7 @@ GENERIC = Profile(
     name="generic",
     description="Any model without a profile: the methods' class defaults (the papers' Llama-3-8B / "
     "GPT-2 XL values), edited layers chosen from the model's depth.",
-    settings={ALL_METHODS: _s(GENERIC_LAYERS, layers=None)},
+    settings={LOCATE_AND_EDIT: _s(GENERIC_LAYERS, layers=None)},
 )
 
 SMOLLM2 = Profile(
@@ -85,7 +89,7 @@ SMOLLM2 = Profile(
         # λ_p below Llama-3-8B's 15000: with d_mlp = 1536 instead of 14336 a key's weight kᵀ(λ_p C)⁻¹k is ~9x
         # smaller at the same λ_p, and 15000 left 1 in 10 edits failing (ES 1.00 / NS .68 at 5000 against
         # ES .80 / NS .70 at 15000 on 50 facts: docs/editors.md, 'The λ_p trade-off').
-        ALL_METHODS: {**_s(MEASURED_SMOLLM2, layers=[3, 4, 5, 6, 7]),
+        LOCATE_AND_EDIT: {**_s(MEASURED_SMOLLM2, layers=[3, 4, 5, 6, 7]),
                       **_s(MEASURED_SMOLLM2_LAMBDA, mom2_update_weight=5000.0)},
         "rome": _s(MEASURED_SMOLLM2, layers=[5]),
         "alphaedit": _s(MEASURED_SMOLLM2, nullspace_threshold=1e-2),
@@ -105,7 +109,7 @@ LLAMA3_8B = Profile(
         "meta-llama/Llama-3.1-8B-Instruct",
     ),
     settings={
-        ALL_METHODS: _s(RELEASED_LLAMA3, layers=[4, 5, 6, 7, 8], mom2_update_weight=15000.0),
+        LOCATE_AND_EDIT: _s(RELEASED_LLAMA3, layers=[4, 5, 6, 7, 8], mom2_update_weight=15000.0),
         "rome": _s(RELEASED_LLAMA3, layers=[5]),
         "encore": _s(RELEASED_LLAMA3, norm_lambda=20.0, mpes_patience=2),
     },
@@ -116,7 +120,7 @@ GPT2_XL = Profile(
     description="GPT-2 XL: the released settings of ROME, MEMIT and ENCORE.",
     checkpoints=("gpt2-xl", "openai-community/gpt2-xl"),
     settings={
-        ALL_METHODS: _s(RELEASED_GPT2XL, layers=[13, 14, 15, 16, 17], v_num_grad_steps=20,
+        LOCATE_AND_EDIT: _s(RELEASED_GPT2XL, layers=[13, 14, 15, 16, 17], v_num_grad_steps=20,
                         mom2_update_weight=20000.0),
         "rome": _s(RELEASED_GPT2XL, layers=[17]),
         "encore": _s(RELEASED_GPT2XL, norm_lambda=10.0, mpes_patience=4),
@@ -129,7 +133,7 @@ GPT2_XL = Profile(
 RELEASED_RECIPE: dict[str, dict[str, Setting]] = {
     # Prefixes sampled as get_context_templates/generate_fast do: seeds "The", "Therefore", "Because", "I",
     # "You"; 10 tokens in total per prefix (seed included); top-5 sampling.
-    ALL_METHODS: _s(RELEASED_CODE, context_mode="released", context_count=5, context_length=10),
+    LOCATE_AND_EDIT: _s(RELEASED_CODE, context_mode="released", context_count=5, context_length=10),
     "memit": _s(RELEASED_CODE, past_edit_memory=False),
     # TODO(mpes_rule): once LocateEditConfig has the field ``mpes_rule`` (the released check skips each
     # fact's first rewriting prompt), this entry takes effect; until then it is left out, as every field
@@ -228,13 +232,15 @@ def choose_profile(requested: str | None, model_name: str | None, model_type: st
     return ProfileChoice(base_name, overlay or None, "given in the config", matched_by="config")
 
 
-def settings_for(choice: ProfileChoice, method: str, fields: Collection[str]) -> dict[str, Setting]:
-    """The profile's settings of ``method`` restricted to the fields its config has (class defaults fill
-    the rest)."""
-    values = PROFILES[choice.base].for_method(method)
+def settings_for(
+    choice: ProfileChoice, method: str, fields: Collection[str], group: str | None = None
+) -> dict[str, Setting]:
+    """The profile's settings of ``method`` (of ``group``, e.g. :data:`LOCATE_AND_EDIT`) restricted to the
+    fields its config has (class defaults fill the rest)."""
+    values = PROFILES[choice.base].for_method(method, group)
     if choice.overlay:
         overlay = PROFILES[choice.overlay]
-        if choice.overlay == RELEASED.name and choice.base not in _HOLDS_RELEASED_VALUES:
+        if choice.overlay == RELEASED.name and choice.base not in _HOLDS_RELEASED_VALUES and group == LOCATE_AND_EDIT:
             values.update(RELEASED_FALLBACK)
-        values.update(overlay.for_method(method))
+        values.update(overlay.for_method(method, group))
     return {name: setting for name, setting in values.items() if name in fields}

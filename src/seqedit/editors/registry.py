@@ -89,7 +89,7 @@ def describe_methods() -> dict[str, dict[str, Any]]:
         for shown in SHOWN_PROFILES:
             choice = choose_profile(shown, None)
             defaults[shown] = cls.config_class.model_validate(cls.profile_defaults(choice)).model_dump(mode="json")
-            settings = settings_for(choice, cls.name, cls.config_class.model_fields)
+            settings = settings_for(choice, cls.name, cls.config_class.model_fields, cls.profile_group)
             sources[shown] = {field: setting.source for field, setting in settings.items()}
         out[name] = {
             "description": cls.description,
