@@ -42,8 +42,11 @@ def test_named_datasets_keep_seed_zero_by_default(tmp_path, tiny_run_config):
     assert picked.indices != list(range(6))  # shuffled, as before 'auto' existed
 
 
-def test_index_ranges():
+def test_index_ranges_and_a_short_log_line(tmp_path, tiny_run_config):
     assert index_ranges([0, 1, 2, 7, 9, 10]) == "0-2, 7, 9-10" and index_ranges([]) == ""
+    selection = select_requests(tiny_run_config(tmp_path, num_edits=200, batch_size=10))
+    line = selection.log_line("builtin")
+    assert len(line) < 400 and "(all in summary.json)" in line and "order_seed 0" in line
 
 
 def test_summary_names_the_facts_profile_and_one_off_statistics(tmp_path, tiny_run_config):

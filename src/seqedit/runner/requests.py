@@ -31,10 +31,13 @@ class RequestSelection:
             "case_ids": [r.case_id for r in self.edits],
         }
 
-    def log_line(self, dataset: str) -> str:
+    def log_line(self, dataset: str, max_chars: int = 120) -> str:
+        """One line for the run log; long lists are cut (summary.json holds them whole)."""
         ids = ", ".join(r.case_id for r in self.edits[:10]) + (" ..." if len(self.edits) > 10 else "")
-        return (f"editing {len(self.edits)} facts of {dataset} in {self.order}: records "
-                f"{index_ranges(self.indices)} (case ids {ids})")
+        ranges = index_ranges(self.indices)
+        if len(ranges) > max_chars:
+            ranges = ranges[:max_chars].rsplit(",", 1)[0] + ", ... (all in summary.json)"
+        return f"editing {len(self.edits)} facts of {dataset} in {self.order}: records {ranges} (case ids {ids})"
 
 
 def index_ranges(indices: list[int]) -> str:
