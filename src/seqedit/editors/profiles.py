@@ -140,8 +140,9 @@ RELEASED_RECIPE: dict[str, dict[str, Setting]] = {
     # a method's config lacks is.
     "encore": _s(RELEASED_CODE, mpes_rule="released"),
 }
-# λ_p and step count of the released code where the model's own profile does not already hold them
-# (SmolLM2 and unknown models have no released settings; the comparison in docs/editors.md used these).
+# λ_p and step count of the released code where the model's own profile does not already hold them: SmolLM2
+# and unknown models have no released settings, so they get those of Llama-3-8B (MEMIT's and ENCORE's
+# released hparams for the Llama family: 25 passes, λ_p = 15000).
 RELEASED_FALLBACK = _s(RELEASED_CODE + "; Llama-3-8B's values", mom2_update_weight=15000.0, v_num_grad_steps=25)
 
 RELEASED = Profile(
