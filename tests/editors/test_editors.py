@@ -26,11 +26,12 @@ def test_registry_lists_the_methods_with_defaults_per_family():
     for name in METHODS:
         entry = described[name]
         assert entry["description"] and entry["batch_mode"] in {"batch", "sequential"}
-        assert {"generic", "llama", "smollm2", "gpt2"} <= set(entry["defaults"])
+        assert {"generic", "llama3-8b", "smollm2", "gpt2-xl", "smollm2+released"} <= set(entry["defaults"])
     assert described["rome"]["batch_mode"] == "sequential"
-    assert described["encore"]["defaults"]["llama"]["norm_lambda"] == 20.0
-    assert described["encore"]["defaults"]["gpt2"]["mpes_patience"] == 4
-    assert described["memit"]["defaults"]["llama"]["layers"] == [4, 5, 6, 7, 8]
+    assert described["encore"]["defaults"]["llama3-8b"]["norm_lambda"] == 20.0
+    assert described["encore"]["defaults"]["gpt2-xl"]["mpes_patience"] == 4
+    assert described["memit"]["defaults"]["llama3-8b"]["layers"] == [4, 5, 6, 7, 8]
+    assert "measured on SmolLM2" in described["memit"]["sources"]["smollm2"]["mom2_update_weight"]
     assert auto_layers(32) == [4, 5, 6, 7, 8] and auto_layers(4) == [1, 2]
 
 

@@ -145,15 +145,12 @@ def _prefers_new(lm, request: EditRequest) -> bool:
 @pytest.mark.integration
 def test_ftl_defaults_edit_a_fact_of_the_embedded_model(embedded_model) -> None:
     assert not _prefers_new(embedded_model, DARRIEUX)
-    result = create_editor("ft-l", embedded_model).apply(embedded_model, [DARRIEUX])
+    editor = create_editor("ft-l", embedded_model)
+    result = editor.apply(embedded_model, [DARRIEUX])
     try:
         assert _prefers_new(embedded_model, DARRIEUX)
         (delta,) = result.deltas.values()
-        assert float(delta.abs().max()) <= result_eps(result) * (1 + 1e-5)
+        assert float(delta.abs().max()) <= float(editor.config.norm_constraint or 0.0) * (1 + 1e-5)
     finally:
         result.undo(embedded_model.model)
     assert not _prefers_new(embedded_model, DARRIEUX)
-
-
-def result_eps(result) -> float:
-    return float(FTLConfig().norm_constraint or 0.0)

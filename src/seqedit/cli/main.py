@@ -148,13 +148,13 @@ def datasets_command(
 def methods_command(
     method: Annotated[str | None, typer.Argument(help="Show every default setting of this method.")] = None,
 ) -> None:
-    """List the registered editing methods, or one method's default settings per model family."""
+    """List the registered editing methods, or one method's default settings per profile, with sources."""
     from seqedit.editors.registry import describe_methods
 
     console = _console()
     described = describe_methods()
     if method is None:
-        table = Table(title="Editing methods (`seqedit methods NAME` shows the defaults per model family)")
+        table = Table(title="Editing methods (`seqedit methods NAME` shows the defaults per profile)")
         for col in ("name", "batch mode", "description"):
             table.add_column(col)
         for name, entry in described.items():
@@ -164,15 +164,37 @@ def methods_command(
     if method not in described:
         raise typer.BadParameter(f"unknown method; choose one of {', '.join(described)}", param_hint="METHOD")
     entry = described[method]
-    families = list(entry["defaults"])
+    console.print(methods_table(method, entry))
+    legend = source_legend(entry)
+    for number, source in legend.items():
+        console.print(f"[{number}] {source}", markup=False, highlight=False)
+    console.print("unmarked: the method's class default (its field description says where it comes from); "
+                  "a run chooses a profile with `profile:` (default: found from the model).")
+
+
+def source_legend(entry: dict) -> dict[int, str]:
+    """Footnote number of every distinct source of a profile value."""
+    sources = dict.fromkeys(s for per_profile in entry.get("sources", {}).values() for s in per_profile.values())
+    return {i: source for i, source in enumerate(sources, start=1)}
+
+
+def methods_table(method: str, entry: dict) -> Table:
+    """One row per setting, one column per profile; a value a profile sets is marked with its source."""
+    number_of = {source: number for number, source in source_legend(entry).items()}
+    profiles = list(entry["defaults"])
     table = Table(title=f"{method}: {entry['description']} (batch mode: {entry['batch_mode']})")
     table.add_column("setting", no_wrap=True)
-    for family in families:
-        table.add_column(family)
+    for profile in profiles:
+        table.add_column(profile)
     fields = sorted({f for values in entry["defaults"].values() for f in values})
     for field in fields:
-        table.add_row(field, *[str(entry["defaults"][fam].get(field, "")) for fam in families])
-    console.print(table)
+        cells = []
+        for profile in profiles:
+            value = str(entry["defaults"][profile].get(field, ""))
+            source = entry.get("sources", {}).get(profile, {}).get(field)
+            cells.append(f"{value} [{number_of[source]}]" if source else value)
+        table.add_row(field, *cells)
+    return table
 
 
 def _register_subcommands() -> None:

@@ -26,7 +26,11 @@ def summary_table(summary: dict, title: str) -> Table:
         table.add_row(key, "" if base is None else f"{base:.3f}", "" if final is None else f"{final:.3f}")
     timing = summary.get("timing", {})
     if timing:
-        table.add_row("seconds per edit", "", f"{timing['seconds_per_edit']:.2f}")
+        table.add_row("seconds per edit (key statistics apart)", "", f"{timing['seconds_per_edit']:.2f}")
+        if timing.get("statistics_seconds") is not None:
+            cached = {True: "read from the cache", False: "computed"}.get(timing.get("statistics_from_cache"), "")
+            table.add_row(f"key statistics, one-off seconds ({cached})" if cached else "key statistics, one-off seconds",
+                          "", f"{timing['statistics_seconds']:.2f}")
     for criterion, hit in (summary.get("collapse") or {}).items():
         where = "not met" if hit is None else f"step {hit['step']} ({hit['n_edits']} edits)"
         table.add_row(f"collapse: {criterion}", "", where)
@@ -41,16 +45,23 @@ def run_command(
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the run in this directory.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print every field with its default.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (edits, key statistics, weight loading).")
+    ] = False,
+    threads: Annotated[
+        int, typer.Option(min=0, help="torch CPU threads (0: torch's default); recorded in environment.json.")
+    ] = 0,
 ) -> None:
     """Edit a model with many facts in sequence, recording norms, activations, edit and downstream metrics."""
     from seqedit.runner.config import config_reference, load_config
     from seqedit.runner.run import resume_experiment, run_experiment
+    from seqedit.runner.store import set_threads
 
     console = Console()
     if show_config:
         console.print(config_reference(), markup=False, highlight=False)
         return
+    set_threads(threads)
     # Bad input (ConfigError and the other UserErrors) is reported by the CLI boundary (seqedit.cli.main).
     if resume is not None:
         outcome = resume_experiment(resume, show_progress=not quiet, config_path=config, overrides=set_)

@@ -25,6 +25,9 @@ def sweep_command(
     gpus_per_run: Annotated[float, typer.Option(help="GPUs each run reserves on Ray.")] = 0.0,
     cpus_per_run: Annotated[float, typer.Option(help="CPUs each run reserves on Ray.")] = 1.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs without starting them.")] = False,
+    threads: Annotated[
+        int, typer.Option(min=0, help="torch CPU threads per run (0: torch's default); in each environment.json.")
+    ] = 0,
 ) -> None:
     """Run a grid of experiments (resuming any that exist) and compare them."""
     from seqedit.runner.config import ConfigError, load_config
@@ -47,7 +50,7 @@ def sweep_command(
     if dry_run:
         return
     outcomes = run_sweep(points, backend=backend, ray_address=ray_address,  # type: ignore[arg-type]
-                         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+                         cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads)
     for point, outcome in zip(points, outcomes, strict=True):
         console.print(f"{point.label}: {outcome['status']} ({outcome['n_edits']} edits)")
     finished = [Path(o["run_dir"]) for o in outcomes if o["status"] in {"finished", "failed"}]

@@ -19,11 +19,8 @@ import torch
 from pydantic import Field
 
 from seqedit.editors.base import EditorConfig
-from seqedit.editors.locate import LayerContext, LocateEditConfig, LocateEditEditor, ModelProfile
+from seqedit.editors.locate import LayerContext, LocateEditConfig, LocateEditEditor
 from seqedit.editors.solvers import NullSpace, null_space_projector, null_space_update
-
-# Null-space threshold for the embedded model (docs/editors.md, "AlphaEdit's threshold").
-SMOLLM2_THRESHOLD = 1e-2
 
 
 class AlphaEditConfig(LocateEditConfig):
@@ -42,12 +39,6 @@ class AlphaEdit(LocateEditEditor):
     def __init__(self, config: EditorConfig | None = None) -> None:
         super().__init__(config)
         self._projectors: dict[tuple[Any, ...], NullSpace] = {}
-
-    @classmethod
-    def method_overrides(cls, profile: ModelProfile) -> dict[str, Any]:
-        if profile.key == "smollm2":
-            return {"nullspace_threshold": SMOLLM2_THRESHOLD}
-        return {}
 
     def projector(self, ctx: LayerContext) -> NullSpace:
         assert isinstance(self.config, AlphaEditConfig)

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from seqedit.data.records import EditRequest
+from seqedit.editors.profiles import ProfileChoice, choose_profile, settings_for
 from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import load_tensors, save_tensors_atomic
@@ -152,6 +153,14 @@ def commit_deltas(
 BatchMode = Literal["batch", "sequential"]
 
 
+def profile_choice(lm: LoadedModel | None, profile: str | None = None) -> ProfileChoice:
+    """The settings profile for ``lm``: ``profile`` if given, else found from its checkpoint name and type."""
+    if lm is None:
+        return choose_profile(profile, None)
+    model_type = lm.info.get("model_type") or getattr(getattr(lm.model, "config", None), "model_type", None)
+    return choose_profile(profile, lm.name, model_type)
+
+
 class Editor(ABC):
     """A knowledge editor. Subclasses set ``name``, ``config_class`` and implement :meth:`apply`.
 
@@ -164,6 +173,10 @@ class Editor(ABC):
     description: ClassVar[str] = ""
     # "batch": many facts in one apply() is the method's intent (MEMIT); "sequential": one at a time (ROME).
     intended_batch_mode: ClassVar[BatchMode] = "batch"
+    # Progress bars of one-off work (the key statistics); a quiet run (`seqedit run -q`) turns them off.
+    show_progress: bool = True
+    # Which shared entries of a settings profile apply (editors/profiles.py); None: only the method's own.
+    profile_group: ClassVar[str | None] = None
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -171,9 +184,16 @@ class Editor(ABC):
             raise TypeError(f"{self.name} expects a {self.config_class.__name__}, got {type(self.config).__name__}")
 
     @classmethod
-    def default_config(cls, lm: LoadedModel | None = None) -> EditorConfig:
-        """Defaults for this model (family and size); the base class has one set for all models."""
-        return cls.config_class()
+    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
+        """Defaults for this model: the class defaults updated with the settings profile's values
+        (``profile``, else the model's own profile; :mod:`seqedit.editors.profiles`)."""
+        return cls.config_class.model_validate(cls.profile_defaults(profile_choice(lm, profile)))
+
+    @classmethod
+    def profile_defaults(cls, choice: ProfileChoice) -> dict[str, Any]:
+        """The values a profile sets for this method (only fields its config has)."""
+        settings = settings_for(choice, cls.name, cls.config_class.model_fields, cls.profile_group)
+        return {name: setting.value for name, setting in settings.items()}
 
     @abstractmethod
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:

@@ -9,14 +9,16 @@ first template is always the bare prompt ``"{}"``.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from seqedit.models.cache_api import output_cache, with_cache
 from seqedit.models.loading import LoadedModel
 
-ContextMode = Literal["fixed", "sampled", "none"]
+ContextMode = Literal["fixed", "sampled", "released", "none"]
 
 # Short, neutral, readable prefixes (written for this project). Five, as in MEMIT's default of five
 # sampled prefixes of ten tokens.
@@ -92,6 +94,71 @@ def sampled_context_templates(lm: LoadedModel, count: int = 5, length: int = 10,
     return ContextTemplates((SUBJECT_SLOT, *prefixes), "sampled")
 
 
+def _released_batch(lm: LoadedModel, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeds tokenised as the released code does (``tok(prompts, padding=True)``: special tokens
+    included), right-padded."""
+    tokenizer = lm.tokenizer
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [list(tokenizer(p)["input_ids"]) for p in prompts]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), int(pad if pad is not None else 0), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids.to(lm.device), mask.to(lm.device)
+
+
+@torch.no_grad()
+def released_context_samples(
+    lm: LoadedModel, count: int = 5, length: int = 10, seed: int = 0, top_k: int = 5
+) -> list[list[int]]:
+    """Token ids of prefixes sampled as the released MEMIT/ENCORE code samples them
+    (``get_context_templates`` with ``generate_fast``): the seeds in one right-padded batch, top-``top_k``
+    sampling renormalised over those ``k`` tokens, one column at a time until every row holds ``length``
+    tokens *in total* (seed and special tokens included; ``sampled`` mode generates ``length`` new ones).
+
+    One deliberate difference: the attention mask covers every column so far. The released loop hands the
+    model a one-column mask with the cache, which older transformers broadcast to the same thing and
+    transformers 5 reads differently (docs/editors.md, "Reproducing the released code")."""
+    prompts = [SAMPLE_SEEDS[i % len(SAMPLE_SEEDS)] for i in range(count)]
+    ids, mask = _released_batch(lm, prompts)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        done = int(mask.sum(1).min())  # columns fed to the model so far (every row holds a token there)
+        cache, start = None, 0
+        while ids.shape[1] < length:
+            kwargs = with_cache(lm.model, cache) if cache is not None else {"use_cache": True}
+            out = lm.model(input_ids=ids[:, start:done], attention_mask=torch.ones_like(ids[:, :done]), **kwargs)
+            cache, start = output_cache(out), done
+            probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
+            top = probs.topk(top_k, dim=-1)
+            chosen = top.indices.gather(1, torch.multinomial(top.values / top.values.sum(1, keepdim=True), 1))
+            if done == ids.shape[1]:
+                ids = torch.cat([ids, ids[:, -1:].clone()], dim=1)
+                mask = torch.cat([mask, torch.zeros_like(mask[:, -1:])], dim=1)
+            # Rows still inside their seed keep it (their sample is drawn and dropped, as in the released loop).
+            free = mask[:, done] == 0
+            ids[free, done] = chosen[free, 0]
+            mask[free, done] = 1
+            done += 1
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return [[int(t) for t in row] for row in ids.tolist()]
+
+
+def released_context_templates(lm: LoadedModel, count: int = 5, length: int = 10, seed: int = 0) -> ContextTemplates:
+    """The prefixes of :func:`released_context_samples`, decoded as the released code decodes them: special
+    tokens kept, NFKD-normalised, blank lines joined, braces replaced by spaces, ". {}" appended."""
+    prefixes = []
+    for row in released_context_samples(lm, count, length, seed):
+        text = unicodedata.normalize("NFKD", str(lm.tokenizer.decode(row))).replace("\n\n", " ")
+        text = text.replace("<|endoftext|>", "").replace("{", " ").replace("}", " ")
+        prefixes.append(f"{text}. {SUBJECT_SLOT}")
+    return ContextTemplates((SUBJECT_SLOT, *prefixes), "released")
+
+
 def make_context_templates(lm: LoadedModel, mode: ContextMode, count: int, length: int = 10) -> ContextTemplates:
     if mode == "none" or count == 0:
         return ContextTemplates((SUBJECT_SLOT,), "none")
@@ -99,4 +166,6 @@ def make_context_templates(lm: LoadedModel, mode: ContextMode, count: int, lengt
         return fixed_context_templates(count)
     if mode == "sampled":
         return sampled_context_templates(lm, count, length)
-    raise ValueError(f"unknown context mode {mode!r}; choose 'fixed', 'sampled' or 'none'")
+    if mode == "released":
+        return released_context_templates(lm, count, length)
+    raise ValueError(f"unknown context mode {mode!r}; choose 'fixed', 'sampled', 'released' or 'none'")

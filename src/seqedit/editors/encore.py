@@ -11,16 +11,12 @@ chosen by the measurement in docs/editors.md.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
 from seqedit.editors.base import EditorConfig
-from seqedit.editors.locate import ModelProfile
 from seqedit.editors.memit import MEMIT, MEMITConfig
-
-# λ_n for the embedded model (docs/editors.md, "ENCORE's λ_n on SmolLM2").
-SMOLLM2_NORM_LAMBDA = 20.0
 
 
 class ENCOREConfig(MEMITConfig):
@@ -33,11 +29,3 @@ class ENCORE(MEMIT):
     config_class: ClassVar[type[EditorConfig]] = ENCOREConfig
     description = "ENCORE: MEMIT + Frobenius-norm penalty + most-probable early stopping (Gupta et al. 2025)"
     intended_batch_mode = "batch"
-
-    @classmethod
-    def method_overrides(cls, profile: ModelProfile) -> dict[str, Any]:
-        if profile.key == "gpt2":
-            return {"norm_lambda": 10.0, "mpes_patience": 4}
-        if profile.key == "smollm2":
-            return {"norm_lambda": SMOLLM2_NORM_LAMBDA}
-        return {}

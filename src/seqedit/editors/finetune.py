@@ -10,9 +10,10 @@ exactly what was added.
 
 ROME's FT-L settings for GPT-2 XL are layer 17 of 48, 25 Adam steps at lr 5e-4 and epsilon 5e-4. The
 embedded SmolLM2-135M has entries about 10x larger (mean |w| of ``down_proj`` ≈ 0.15): with ROME's
-settings FT-L changed none of 10 CounterFact facts (efficacy 0.2, as unedited). The defaults below were
-measured with ``benchmarks/grad_editors_counterfact.py``: FT-L epsilon 5e-3 at lr 5e-3; FT at lr 1e-3
-(lr 5e-3 also reaches every target but with 3x the update norm and neighbourhood score 0.3 against 0.6).
+settings FT-L changed none of 10 CounterFact facts (efficacy 0.2, as unedited). SmolLM2's profile
+(:mod:`seqedit.editors.profiles`) holds the values measured with ``benchmarks/grad_editors_counterfact.py``:
+FT-L epsilon 5e-3 at lr 5e-3; FT at lr 1e-3 (lr 5e-3 also reaches every target but with 3x the update norm
+and neighbourhood score 0.3 against 0.6). FT-L's class defaults are ROME's; FT's lr has no paper value.
 """
 
 from __future__ import annotations
@@ -66,11 +67,12 @@ class FineTuneConfig(EditorConfig):
 
 
 class FTLConfig(FineTuneConfig):
-    """FT-L: one layer's MLP output projection with an L-inf constraint."""
+    """FT-L: one layer's MLP output projection with an L-inf constraint. Class defaults: ROME's GPT-2 XL
+    values; the SmolLM2 profile's are 10x larger (see the module docstring)."""
 
-    lr: float = Field(5e-3, gt=0, description="Adam learning rate (ROME uses 5e-4 for GPT-2 XL).")
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate (ROME's, for GPT-2 XL; SmolLM2: 5e-3).")
     norm_constraint: float | None = Field(
-        5e-3, gt=0, description="L-inf bound on every entry of W - W_orig (ROME uses 5e-4 for GPT-2 XL)."
+        5e-4, gt=0, description="L-inf bound on every entry of W - W_orig (ROME's, GPT-2 XL; SmolLM2: 5e-3)."
     )
 
     @model_validator(mode="after")
@@ -110,10 +112,10 @@ class FineTuneEditor(Editor):
     single_layer: ClassVar[bool] = False
 
     @classmethod
-    def default_config(cls, lm: LoadedModel | None = None) -> EditorConfig:
-        config = cls.config_class()
+    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
+        config = super().default_config(lm, profile)
         assert isinstance(config, FineTuneConfig)
-        if lm is not None:
+        if lm is not None and config.layers is None:
             config.layers = default_layers(lm.adapter.num_layers, single=cls.single_layer)
         return config
 

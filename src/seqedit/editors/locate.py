@@ -28,9 +28,10 @@ from pydantic import Field, field_validator
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
-from seqedit.editors.context import ContextTemplates, make_context_templates
+from seqedit.editors.context import ContextMode, ContextTemplates, make_context_templates
 from seqedit.editors.covariance import DEFAULT_CORPUS, SecondMoment, second_moments
 from seqedit.editors.keys import KeyAverage, keys_and_hidden
+from seqedit.editors.profiles import LOCATE_AND_EDIT
 from seqedit.editors.solvers import solve_device
 from seqedit.editors.targets import MpesRule, TargetSettings, optimise_targets
 from seqedit.models.adapters.base import ArchitectureAdapter
@@ -72,11 +73,15 @@ class LocateEditConfig(EditorConfig):
         "prefixed ones, half each) or 'mean' (ROME/r-ROME: plain mean over all templates).",
     )
     # ---- context prefixes
-    context_mode: Literal["fixed", "sampled", "none"] = Field(
-        "fixed", description="Context prefixes: fixed readable ones, sampled from the model, or none."
+    context_mode: ContextMode = Field(
+        "fixed",
+        description="Context prefixes: fixed readable ones, sampled from the model (context_length new "
+        "tokens), released (sampled as the released MEMIT code: context_length tokens in total), or none.",
     )
     context_count: int = Field(5, ge=0, le=8, description="Number of context prefixes.")
-    context_length: int = Field(10, ge=1, description="Tokens per sampled prefix.")
+    context_length: int = Field(
+        10, ge=1, description="Tokens per sampled prefix (new tokens; 'released': in total, seed included)."
+    )
     # ---- key statistics
     mom2_corpus: str = Field(DEFAULT_CORPUS, description="Corpus of E[kkᵀ]: wikitext2, generated (sampled from the model), builtin or a .txt path.")
     mom2_n_samples: int = Field(300, ge=1, description="Corpus paragraphs used for E[kkᵀ] (papers: 1e4-1e5).")
@@ -114,46 +119,7 @@ class PreservingConfig(LocateEditConfig):
 
 
 # ---------------------------------------------------------------------------------------------- defaults
-@dataclass(frozen=True)
-class ModelProfile:
-    """What default settings depend on: the family, depth and name of the model, and its device."""
-
-    family: str
-    num_layers: int | None = None
-    name: str = ""
-    device_type: str = "cpu"
-
-    @classmethod
-    def of(cls, lm: LoadedModel) -> ModelProfile:
-        return cls(lm.adapter.family, lm.adapter.num_layers, lm.name, lm.device.type)
-
-    @property
-    def key(self) -> str:
-        """``smollm2`` (the embedded model), ``llama`` (Llama-3-8B-class), ``gpt2`` or ``generic``."""
-        if self.name.startswith("smollm2") or (self.family == "llama" and self.num_layers == 30):
-            return "smollm2"
-        if self.family == "llama" and self.num_layers == 32:
-            return "llama"
-        if self.family == "gpt2" and self.num_layers == 48:
-            return "gpt2"
-        return "generic"
-
-
-# The embedded model's edited layers and λ_p, chosen by the sweeps recorded in docs/editors.md. λ_p is
-# lower than the 15000 of the Llama-3-8B settings: with d_mlp = 1536 instead of 14336 a key's weight
-# kᵀ(λ_p C)⁻¹k is ~9x smaller at the same λ_p, and 15000 left 1 in 10 edits failing.
-SMOLLM2_LAYERS = [3, 4, 5, 6, 7]
-SMOLLM2_MOM2_UPDATE_WEIGHT = 5000.0
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "generic": {},
-    # Llama-3-8B as in MEMIT/AlphaEdit/ENCORE's released settings (layers 4-8, λ_p = 15000).
-    "llama": {"layers": [4, 5, 6, 7, 8], "mom2_update_weight": 15000.0},
-    # GPT2-XL as in MEMIT (layers 13-17, 20 steps, λ_p = 20000).
-    "gpt2": {"layers": [13, 14, 15, 16, 17], "v_num_grad_steps": 20, "mom2_update_weight": 20000.0},
-    "smollm2": {"layers": SMOLLM2_LAYERS, "mom2_update_weight": SMOLLM2_MOM2_UPDATE_WEIGHT},
-}
-
-
+# Per-model defaults live in one table, seqedit.editors.profiles; what is left here is the generic rule.
 def auto_layers(num_layers: int, count: int = 5) -> list[int]:
     """``count`` consecutive layers starting at depth N/8 (Llama-3-8B: 4-8), at most N/2 of them."""
     count = max(1, min(count, num_layers // 2))
@@ -222,6 +188,7 @@ class LocateEditEditor(Editor):
     # AlphaEdit always accumulates past keys; the others only with ``past_edit_memory``.
     always_remembers: ClassVar[bool] = False
     default_layer_count: ClassVar[int] = 5
+    profile_group: ClassVar[str | None] = LOCATE_AND_EDIT
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         super().__init__(config)
@@ -234,27 +201,6 @@ class LocateEditEditor(Editor):
     def cfg(self) -> LocateEditConfig:
         assert isinstance(self.config, LocateEditConfig)
         return self.config
-
-    # ------------------------------------------------------------------ defaults
-    @classmethod
-    def defaults_for(cls, profile: ModelProfile) -> EditorConfig:
-        """Defaults for a model profile: class defaults, the profile's overrides, the method's own."""
-        values: dict[str, Any] = {}
-        for key, value in PROFILE_DEFAULTS.get(profile.key, {}).items():
-            if key in cls.config_class.model_fields:
-                values[key] = value
-        if profile.device_type == "cuda":
-            values["mom2_n_samples"] = 10000  # ENCORE / AlphaEdit Llama-3 setting
-        values.update(cls.method_overrides(profile))
-        return cls.config_class.model_validate(values)
-
-    @classmethod
-    def method_overrides(cls, profile: ModelProfile) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def default_config(cls, lm: LoadedModel | None = None) -> EditorConfig:
-        return cls.defaults_for(ModelProfile.of(lm) if lm is not None else ModelProfile("generic"))
 
     def resolve_layers(self, lm: LoadedModel) -> list[int]:
         n = lm.adapter.num_layers
@@ -310,6 +256,7 @@ class LocateEditEditor(Editor):
             fresh = second_moments(
                 lm, missing, corpus=c.mom2_corpus, n_samples=c.mom2_n_samples, max_length=c.mom2_max_length,
                 dtype=c.mom2_dtype, token_budget=max(c.mom2_token_budget, c.mom2_max_length),
+                progress=self.show_progress,
             )
             for layer, moment in fresh.items():
                 moment.moment = moment.moment.to(lm.device)

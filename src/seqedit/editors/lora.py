@@ -117,10 +117,10 @@ class LoRAEditor(Editor):
         self.last_factors: dict[str, LoRAFactors] = {}
 
     @classmethod
-    def default_config(cls, lm: LoadedModel | None = None) -> EditorConfig:
-        config = cls.config_class()
+    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
+        config = super().default_config(lm, profile)
         assert isinstance(config, LoRAConfig)
-        if lm is not None:
+        if lm is not None and config.layers is None:
             config.layers = default_layers(lm.adapter.num_layers, single=False)
         return config
 

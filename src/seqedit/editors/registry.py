@@ -48,48 +48,53 @@ def editor_class(name: str) -> type[Editor]:
     return cls
 
 
-def make_config(name: str, lm: LoadedModel | None = None, overrides: dict[str, Any] | None = None) -> EditorConfig:
-    """The method's defaults for ``lm``, updated with ``overrides`` (validated: unknown keys are errors)."""
+def make_config(
+    name: str, lm: LoadedModel | None = None, overrides: dict[str, Any] | None = None, profile: str | None = None
+) -> EditorConfig:
+    """The method's defaults for ``lm`` under ``profile`` (None: the model's own profile), updated with
+    ``overrides`` (validated: unknown keys are errors)."""
     cls = editor_class(name)
-    base = cls.default_config(lm)
+    base = cls.default_config(lm, profile)
     merged = {**base.model_dump(), **(overrides or {})}
     return cls.config_class.model_validate(merged)
 
 
-def create_editor(name: str, lm: LoadedModel | None = None, overrides: dict[str, Any] | None = None) -> Editor:
+def create_editor(
+    name: str, lm: LoadedModel | None = None, overrides: dict[str, Any] | None = None, profile: str | None = None
+) -> Editor:
     cls = editor_class(name)
-    return cls(make_config(name, lm, overrides))
+    return cls(make_config(name, lm, overrides, profile))
+
+
+# Profiles shown by ``seqedit methods NAME``: every model profile, and the reproduction profile on SmolLM2.
+SHOWN_PROFILES = ("generic", "smollm2", "llama3-8b", "gpt2-xl", "smollm2+released")
 
 
 def describe_methods() -> dict[str, dict[str, Any]]:
-    """Per registered method: description, intended batch mode and default settings per model family.
+    """Per registered method: description, intended batch mode, and per profile (:data:`SHOWN_PROFILES`)
+    the default settings (``defaults``) and, for the fields the profile sets, where each value came from
+    (``sources``; the other fields are the class defaults, described in the config's field descriptions).
+    ``layers: None`` means chosen from the model's depth."""
+    from seqedit.editors.profiles import choose_profile, settings_for
 
-    Families: ``generic`` (any model; ``layers: None`` means chosen from the model's depth), ``llama``
-    (Llama-3-8B-class, 32 layers), ``gpt2`` (GPT2-XL) and ``smollm2`` (the embedded SmolLM2-135M), all for a
-    CPU model (on CUDA the statistics default to 10,000 samples).
-    """
-    from seqedit.editors.locate import LocateEditEditor, ModelProfile
-
-    profiles = {
-        "generic": ModelProfile("generic"),
-        "llama": ModelProfile("llama", 32, "meta-llama/Meta-Llama-3-8B"),
-        "gpt2": ModelProfile("gpt2", 48, "gpt2-xl"),
-        "smollm2": ModelProfile("llama", 30, "smollm2-135m"),
-    }
     out: dict[str, dict[str, Any]] = {}
     for name in editor_names():
         try:
             cls = editor_class(name)
         except (ImportError, AttributeError, TypeError) as exc:
-            out[name] = {"description": f"unavailable: {exc}", "batch_mode": None, "defaults": {}}
+            out[name] = {"description": f"unavailable: {exc}", "batch_mode": None, "defaults": {}, "sources": {}}
             continue
-        if issubclass(cls, LocateEditEditor):
-            defaults = {fam: cls.defaults_for(p).model_dump(mode="json") for fam, p in profiles.items()}
-        else:
-            defaults = {"generic": cls.default_config().model_dump(mode="json")}
+        defaults: dict[str, dict[str, Any]] = {}
+        sources: dict[str, dict[str, str]] = {}
+        for shown in SHOWN_PROFILES:
+            choice = choose_profile(shown, None)
+            defaults[shown] = cls.config_class.model_validate(cls.profile_defaults(choice)).model_dump(mode="json")
+            settings = settings_for(choice, cls.name, cls.config_class.model_fields, cls.profile_group)
+            sources[shown] = {field: setting.source for field, setting in settings.items()}
         out[name] = {
             "description": cls.description,
             "batch_mode": cls.intended_batch_mode,
             "defaults": defaults,
+            "sources": sources,
         }
     return out

@@ -14,19 +14,16 @@ by default, as in r-ROME.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator
 
 from seqedit.editors.base import EditorConfig
 from seqedit.editors.keys import KeyAverage
-from seqedit.editors.locate import LayerContext, LocateEditEditor, ModelProfile, PreservingConfig
+from seqedit.editors.locate import LayerContext, LocateEditEditor, PreservingConfig
 from seqedit.models.loading import LoadedModel
 from seqedit.editors.solvers import rank_one_update
-
-# ROME's single layer on the embedded model (docs/editors.md, "ROME's layer").
-SMOLLM2_ROME_LAYER = 5
 
 
 class ROMEConfig(PreservingConfig):
@@ -52,16 +49,6 @@ class ROME(LocateEditEditor):
     description = "ROME (r-ROME): rank-one update of one MLP layer, one fact at a time (Meng et al. 2022)"
     intended_batch_mode = "sequential"
     one_fact_at_a_time = True
-
-    @classmethod
-    def method_overrides(cls, profile: ModelProfile) -> dict[str, Any]:
-        if profile.key == "smollm2":
-            return {"layers": [SMOLLM2_ROME_LAYER]}
-        if profile.key == "llama":
-            return {"layers": [5]}
-        if profile.key == "gpt2":
-            return {"layers": [17]}
-        return {"layers": None}
 
     def residual_correction(
         self, lm: LoadedModel, layer: int, keys: torch.Tensor, bare_keys: torch.Tensor

@@ -49,6 +49,7 @@ from seqedit.editors.context import ContextTemplates
 from seqedit.editors.keys import fill_subject, pad_rows
 from seqedit.models import hooks
 from seqedit.models.adapters.base import ArchitectureAdapter
+from seqedit.models.cache_api import with_cache
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import encode_prompt_targets, subject_token_index
 
@@ -269,8 +270,7 @@ class SuffixStack(_BlockReplay):
             self.blocks,
             input_ids=input_ids[:, :prefix],
             attention_mask=attention_mask[:, :prefix],
-            past_key_values=cache,
-            use_cache=True,
+            **with_cache(lm.model, cache),
         )
         cached = self._prefix_keys_values(cache, range(layer, lm.adapter.num_layers), int(input_ids.shape[0]), prefix)
         # The suffix layout: row r's tokens split[r] .. split[r] + width - 1 (right-padded).
@@ -285,8 +285,7 @@ class SuffixStack(_BlockReplay):
             input_ids=input_ids.gather(1, source),
             attention_mask=torch.cat([before_split, real], dim=1).to(attention_mask.dtype),
             position_ids=torch.where(real, source, self.split[:, None]),
-            past_key_values=cache,
-            use_cache=True,
+            **with_cache(lm.model, cache),
         )
         self.start = recorded[0][0][0].detach()
         self.calls = [self._without_cache(args[1:], kwargs, cache, cached) for args, kwargs in recorded]

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from seqedit.models.cache_api import output_cache, with_cache
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import (
     PromptTargetBatch,
@@ -90,7 +91,7 @@ class _ContextCache:
     def __init__(self, model: torch.nn.Module, context_ids: torch.Tensor) -> None:
         extra = {"logits_to_keep": 1} if _supports_logits_to_keep(model) else {}
         out = model(input_ids=context_ids[None], use_cache=True, **extra)
-        self.cache = out.past_key_values
+        self.cache = output_cache(out)
         self.length = int(context_ids.shape[0])
 
     def for_batch(self, batch_size: int) -> object:
@@ -224,8 +225,7 @@ def _score_chunk(
         inputs = {
             "input_ids": ids.to(device),
             "attention_mask": full_mask.to(device),
-            "past_key_values": cache.for_batch(len(rows)),
-            "use_cache": True,
+            **with_cache(model, cache.for_batch(len(rows))),
         }
     elif context_ids is not None:
         offset = int(context_ids.shape[0])

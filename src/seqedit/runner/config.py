@@ -112,14 +112,22 @@ class RunConfig(_Strict):
     dtype: str = Field("float32", description="Model dtype: float32, bfloat16 or float16.")
     device: str = Field("cpu", description="cpu, cuda, cuda:1, mps or auto.")
     method: str = Field("memit", description="Editing method (see `seqedit methods`).")
+    profile: str | None = Field(
+        None,
+        description="Defaults profile (see `seqedit methods NAME`): smollm2, llama3-8b, gpt2-xl, generic, "
+        "released (the released MEMIT/ENCORE recipe on top of the model's profile) or NAME+released; null: "
+        "found from the model's checkpoint name, then its model type, else generic (with a notice).",
+    )
     hparams: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of the method's defaults for this model (validated)."
+        default_factory=dict, description="Overrides of the profile's defaults for this model (validated)."
     )
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     num_edits: int = Field(200, ge=1, description="Total number of facts to edit, in sequence.")
     batch_size: int = Field(10, ge=1, description="Facts per editor call (1 for one-at-a-time methods such as ROME).")
-    order_seed: int | None = Field(
-        0, description="Shuffle the dataset with this seed before taking num_edits; null keeps file order."
+    order_seed: int | Literal["auto"] | None = Field(
+        "auto",
+        description="Shuffle the dataset with this seed before taking num_edits; null keeps the file's order; "
+        "auto: seed 0 for the named datasets (builtin, counterfact, zsre), the file's order for a dataset file.",
     )
     seed: int = Field(0, description="Seed of everything random in the run (probe choice, sampling, editors).")
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)

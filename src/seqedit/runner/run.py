@@ -7,9 +7,10 @@ order (bit-identical), so a resumed run ends with the same numbers as an uninter
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import torch
 from pydantic import ValidationError
 
 from seqedit.data.records import EditRequest
-from seqedit.editors.base import EditError, Editor, EditResult
+from seqedit.editors.base import EditError, Editor, EditResult, profile_choice
+from seqedit.editors.profiles import UnknownProfileError, choose_profile
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
@@ -45,9 +47,13 @@ class RunOutcome:
 
 
 def validate_before_work(config: RunConfig) -> None:
-    """Reject what can be rejected without loading anything (method, hyper-parameters)."""
+    """Reject what can be rejected without loading anything (profile, method, hyper-parameters)."""
     try:
-        make_config(config.method, None, config.hparams)
+        choose_profile(config.profile, None)
+    except UnknownProfileError as exc:
+        raise ConfigError(f"field 'profile': {exc}") from exc
+    try:
+        make_config(config.method, None, config.hparams, config.profile)
     except ValidationError as exc:
         fields = "; ".join(
             f"field '{'.'.join(['hparams', *map(str, e['loc'])])}': {e['msg']}" for e in exc.errors()
@@ -55,6 +61,25 @@ def validate_before_work(config: RunConfig) -> None:
         raise ConfigError(f"method '{config.method}': {fields}") from exc
     except ValueError as exc:  # unknown method
         raise ConfigError(f"field 'method': {exc}") from exc
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """Silence the weight-loading progress bars of transformers and the Hugging Face hub (quiet runs)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hub_was_off = are_progress_bars_disabled()
+    transformers_was_on = hf_logging.is_progress_bar_enabled()
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not hub_was_off:
+            enable_progress_bars()
+        if transformers_was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _step_seed(config: RunConfig, step: int) -> int:
@@ -82,11 +107,14 @@ class SequentialRun:
         self._lm = lm
         self.show_progress = show_progress
         self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._facts: dict[str, Any] = {}
+        self._profile: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ setup
     def _load_model(self) -> LoadedModel:
         if self._lm is None:
-            self._lm = load(self.config.model, dtype=self.config.dtype, device=self.config.device)
+            with contextlib.nullcontext() if self.show_progress else _no_loading_bars():
+                self._lm = load(self.config.model, dtype=self.config.dtype, device=self.config.device)
         return self._lm
 
     def _batches(self, requests: Sequence[EditRequest]) -> list[list[EditRequest]]:
@@ -99,7 +127,9 @@ class SequentialRun:
         validate_before_work(self.config)
         validate_output_dir(self.config)
         selection = select_requests(self.config)
+        self.log(selection.log_line(self.config.dataset.name))
         planned = selection.edits
+        self._facts = selection.describe()
         completed = 0
         if resume:
             progress = self.store.read_progress()
@@ -110,7 +140,11 @@ class SequentialRun:
                 return RunOutcome(self.store.root, "finished", completed, int(progress["n_edits"]))
             self.store.truncate_after(completed)
         lm = self._load_model()
-        editor = create_editor(self.config.method, lm, self.config.hparams)
+        choice = profile_choice(lm, self.config.profile)
+        self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
+        self._profile = choice.describe()
+        editor = create_editor(self.config.method, lm, self.config.hparams, self.config.profile)
+        editor.show_progress = self.show_progress
         validate_with_model(self.config, lm, editor, [*planned, *selection.probes])
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
@@ -237,6 +271,9 @@ class SequentialRun:
         self.store.append("norms", norm_rows)
         timing: dict[str, Any] = {"step": step, "n_edits": n_edits, "edits_in_step": len(batch), "total_s": elapsed}
         timing.update({f"phase_{name}_s": seconds for name, seconds in result.timings.items()})
+        from_cache = result.info.get("statistics", {}).get("from_cache")
+        if isinstance(from_cache, dict) and from_cache:
+            timing["statistics_from_cache"] = all(bool(v) for v in from_cache.values())
         self.store.append("timings", [timing])
         stats = result.request_stats or [{"case_id": r.case_id} for r in batch]
         self.store.append("requests", [{"step": step, **row} for row in stats])
@@ -256,7 +293,8 @@ class SequentialRun:
         return RunOutcome(self.store.root, "failed", step - 1, n_edits, message)
 
     def _finish(self, steps: int, n_edits: int, health: HealthMonitor, message: str = "finished") -> RunOutcome:
-        summary = {**summarise(self.store, self.config), **self._health_summary(health)}
+        summary = {**summarise(self.store, self.config, facts=self._facts, profile=self._profile),
+                   **self._health_summary(health)}
         write_json_atomic(self.store.root / "health.json", health.report())
         self.store.write_summary(summary)
         self.store.write_parquet_mirrors()

@@ -35,6 +35,14 @@ RESULT_TABLES = ("norms", "timings", "requests", "checkpoints")
 Status = Literal["running", "finished", "failed"]
 
 
+def set_threads(threads: int) -> None:
+    """``--threads N``: torch's CPU threads (0 leaves torch's default); environment.json records the count."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def environment_info(lm: LoadedModel | None = None) -> dict[str, Any]:
     """What ``environment.json`` records: versions, host, start time, threads, the model's device and dtype."""
     import transformers
@@ -50,6 +58,8 @@ def environment_info(lm: LoadedModel | None = None) -> dict[str, Any]:
         "host": platform.node(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_count": os.cpu_count(),
     }
     if lm is not None:
         info.update({"device": str(lm.device), "dtype": str(lm.dtype), "model_source": lm.source})

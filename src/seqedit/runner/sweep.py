@@ -62,9 +62,11 @@ def expand(base: RunConfig, grid: dict[str, list[Any]], out_root: str | Path) ->
     return points
 
 
-def _run_point(config_data: dict[str, Any]) -> dict[str, Any]:
+def _run_point(config_data: dict[str, Any], threads: int = 0) -> dict[str, Any]:
     from seqedit.runner.run import run_experiment
+    from seqedit.runner.store import set_threads
 
+    set_threads(threads)  # in the Ray worker too
     config = RunConfig.model_validate(config_data)
     resume = RunStore(config.output_dir).exists()
     outcome = run_experiment(config, resume=resume, show_progress=False)
@@ -79,11 +81,13 @@ def run_sweep(
     ray_address: str | None = None,
     cpus_per_run: float = 1.0,
     gpus_per_run: float = 0.0,
+    threads: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) every point; returns one outcome dict per point, in order."""
+    """Run (or resume) every point; returns one outcome dict per point, in order. ``threads``: torch CPU
+    threads of each run (0: torch's default)."""
     payloads = [p.config.model_dump(mode="json") for p in points]
     if backend == "local":
-        return [_run_point(p) for p in payloads]
+        return [_run_point(p, threads) for p in payloads]
     if backend != "ray":
         raise ValueError(f"unknown backend {backend!r}; choose 'local' or 'ray'")
     try:
@@ -93,4 +97,4 @@ def run_sweep(
     if not ray.is_initialized():
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(_run_point)
-    return list(ray.get([remote.remote(p) for p in payloads]))
+    return list(ray.get([remote.remote(p, threads) for p in payloads]))
