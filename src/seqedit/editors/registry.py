@@ -22,6 +22,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "ft": "seqedit.editors.finetune:FineTuneEditor",
     "lora": "seqedit.editors.lora:LoRAEditor",
     "mend": "seqedit.editors.mend.editor:MendEditor",
+    "ultraedit": "seqedit.editors.ultraedit:UltraEdit",
 }
 
 
@@ -83,8 +84,8 @@ def describe_methods() -> dict[str, dict[str, Any]]:
         except (ImportError, AttributeError, TypeError) as exc:
             out[name] = {"description": f"unavailable: {exc}", "batch_mode": None, "defaults": {}}
             continue
-        if issubclass(cls, LocateEditEditor):
-            defaults = {fam: cls.defaults_for(p).model_dump(mode="json") for fam, p in profiles.items()}
+        if issubclass(cls, LocateEditEditor) or hasattr(cls, "defaults_for"):
+            defaults = {fam: cls.defaults_for(p).model_dump(mode="json") for fam, p in profiles.items()}  # type: ignore[attr-defined]
         else:
             defaults = {"generic": cls.default_config().model_dump(mode="json")}
         out[name] = {

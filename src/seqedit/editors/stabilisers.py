@@ -146,7 +146,7 @@ def mlp_outputs(lm: LoadedModel, requests: Sequence[EditRequest], layer: int) ->
 def trimmed_mean(values: torch.Tensor, drop_top: float = NAS_TRIM_TOP) -> float:
     """Mean after dropping the largest ``floor(drop_top·n)`` values (NAS's reference statistic)."""
     ordered = values.double().flatten().sort().values
-    drop = int(math.floor(drop_top * ordered.numel()))
+    drop = math.floor(drop_top * ordered.numel())
     kept = ordered[: ordered.numel() - drop] if drop else ordered
     return float(kept.mean())
 
