@@ -126,6 +126,6 @@ def test_registered_with_defaults() -> None:
     editor = create_editor("ultraedit", lm)
     assert isinstance(editor, UltraEdit)
     described = describe_methods()["ultraedit"]
-    assert described["defaults"]["smollm2"]["layers"] == [20, 21, 22, 23, 24]
+    assert described["defaults"]["smollm2"]["layers"] == [21, 22, 23, 24, 25] == default_layers(30)
     assert described["defaults"]["generic"]["lr"] == 1e-6
     assert default_layers(30) == [21, 22, 23, 24, 25] and default_layers(4) == [0, 1, 2, 3]
