@@ -237,3 +237,16 @@ def test_stabiliser_state_resumes_exactly(fast: dict[str, object]) -> None:
     for name, delta in second_a.deltas.items():
         assert torch.equal(delta, second_b.deltas[name]), name
     assert second_a.request_stats == second_b.request_stats
+
+
+def test_listed_with_defaults_for_every_locate_method() -> None:
+    from seqedit.editors import describe_methods
+    from seqedit.editors.registry import describe_stabilisers
+
+    options = describe_stabilisers()
+    assert {"nas", "prune", "rect", "norm_budget"} <= set(options)
+    assert options["rect_keep_fraction"]["default"] == 0.2 and options["prune_log_base"]["default"] == math.e
+    described = describe_methods()
+    for method in ("rome", "memit", "emmet", "alphaedit", "encore"):
+        defaults = described[method]["defaults"]["smollm2"]
+        assert defaults["nas"] is False and defaults["norm_budget"] is None, method

@@ -94,3 +94,13 @@ def describe_methods() -> dict[str, dict[str, Any]]:
             "defaults": defaults,
         }
     return out
+
+
+def describe_stabilisers() -> dict[str, dict[str, Any]]:
+    """The stabiliser options of the locate-and-edit methods: field -> default and description."""
+    from seqedit.editors.stabilisers import StabiliserSettings
+
+    return {
+        name: {"default": field.default, "description": field.description or ""}
+        for name, field in StabiliserSettings.model_fields.items()
+    }
