@@ -129,3 +129,50 @@ def test_registered_with_defaults() -> None:
     assert described["defaults"]["smollm2"]["layers"] == [21, 22, 23, 24, 25] == default_layers(30)
     assert described["defaults"]["generic"]["lr"] == 1e-6
     assert default_layers(30) == [21, 22, 23, 24, 25] and default_layers(4) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("method", "hparams"),
+    [
+        ("ultraedit", {"layers": [1, 2], "lr": 1e-3}),
+        ("memit", {"layers": [1, 2], "v_num_grad_steps": 3, "mom2_corpus": "builtin", "mom2_n_samples": 20,
+                   "mom2_max_length": 64, "context_count": 1, "nas": True, "prune": True, "norm_budget": 1.001}),
+    ],
+)
+def test_killed_run_resumes_exactly(tmp_path, monkeypatch, method: str, hparams: dict[str, object]) -> None:
+    """Through the runner: stop after one step, resume on a fresh base model, get the uninterrupted run."""
+    from seqedit.runner.config import RunConfig
+    from seqedit.runner.run import resume_experiment, run_experiment
+    from seqedit.runner.store import RunStore
+
+    monkeypatch.delenv("SEQEDIT_DATA_DIR", raising=False)
+    monkeypatch.setenv("SEQEDIT_CACHE_DIR", str(tmp_path / "cache"))
+
+    def config(name: str) -> RunConfig:
+        return RunConfig.model_validate({
+            "model": "tiny-llama", "method": method, "hparams": hparams, "dataset": {"name": "builtin"},
+            "num_edits": 6, "batch_size": 2, "checkpoints": {"every": 6},
+            "probe": {"texts": 4, "prompts": 4, "max_tokens": 24, "pca_k": 3}, "evaluation": {"batch_size": 8},
+            "output_dir": str(tmp_path / name),
+        })
+
+    def tiny():
+        return build_tiny_model("llama", num_layers=4, hidden=48, seed=3)
+
+    def weights(lm):
+        return {n: p.detach().clone() for n, p in lm.model.named_parameters() if "down_proj" in n}
+
+    def requests_rows(run_dir):
+        return [{k: v for k, v in r.items() if k != "total_s" and not k.startswith("phase_")}
+                for r in RunStore(run_dir).read("requests")]
+
+    full_lm = tiny()
+    full = run_experiment(config("full"), lm=full_lm, show_progress=False)
+    first = run_experiment(config("parts"), lm=tiny(), show_progress=False, max_steps=1)
+    assert (full.status, first.completed_steps) == ("finished", 1)
+    resumed_lm = tiny()
+    resumed = resume_experiment(tmp_path / "parts", lm=resumed_lm, show_progress=False)
+    assert resumed.status == "finished"
+    assert requests_rows(full.run_dir) == requests_rows(resumed.run_dir)
+    for name, weight in weights(full_lm).items():
+        assert torch.equal(weight, weights(resumed_lm)[name]), name
