@@ -90,6 +90,8 @@ def run_variant(lm: Any, name: str, requests: list[Any], batch_size: int) -> dic
 
 def print_table(report: dict[str, Any]) -> None:
     memit = next((r for r in report["variants"] if r["variant"] == "memit"), None)
+    print(f"{report['n_facts']} facts, batches of {report['args']['batch_size']}, {report['machine']['threads']} thread(s); "
+          f"load average {report['machine']['load_average']} -> {report['machine'].get('load_average_after')}")
     header = f"{'variant':<14}{'s/edit':>9}{'cpu s/edit':>11}{'vs MEMIT':>10}{'eff':>6}{'para':>6}{'neigh':>7}{'‖W‖/‖W0‖':>10}"
     print(header)
     print("-" * len(header))
@@ -132,13 +134,14 @@ def main() -> None:
         "unedited": score(lm, requests),
         "variants": [],
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         row = run_variant(lm, name, requests, args.batch_size)
         report["variants"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "stabiliser_figures"}), flush=True)
-    report["machine"]["load_average_after"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+        # written after every variant, so a run stopped early keeps what it measured
+        report["machine"]["load_average_after"] = list(os.getloadavg())
+        args.out.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     print_table(report)
 
 
