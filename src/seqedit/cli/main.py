@@ -160,6 +160,14 @@ def methods_command(
         for name, entry in described.items():
             table.add_row(name, str(entry["batch_mode"]), entry["description"])
         console.print(table)
+        from seqedit.editors.registry import describe_stabilisers
+
+        options = Table(title="Stabilisers: options of rome, memit, emmet, alphaedit and encore (docs/editors.md)")
+        for col in ("setting", "default", "description"):
+            options.add_column(col)
+        for name, option in describe_stabilisers().items():
+            options.add_row(name, str(option["default"]), option["description"])
+        console.print(options)
         return
     if method not in described:
         raise typer.BadParameter(f"unknown method; choose one of {', '.join(described)}", param_hint="METHOD")

@@ -33,14 +33,23 @@ from seqedit.editors.covariance import DEFAULT_CORPUS, SecondMoment, second_mome
 from seqedit.editors.keys import KeyAverage, keys_and_hidden
 from seqedit.editors.profiles import LOCATE_AND_EDIT
 from seqedit.editors.solvers import solve_device
+from seqedit.editors.stabilisers import (
+    StabiliserSettings,
+    StabiliserState,
+    mlp_outputs,
+    nas_targets,
+    stabilise_weights,
+    trimmed_mean,
+)
 from seqedit.editors.targets import MpesRule, TargetSettings, optimise_targets
 from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.torch_utils import resolve_dtype
 
 
-class LocateEditConfig(EditorConfig):
-    """Settings shared by ROME, MEMIT, EMMET, AlphaEdit and ENCORE (MEMIT's names where they exist)."""
+class LocateEditConfig(StabiliserSettings):
+    """Settings shared by ROME, MEMIT, EMMET, AlphaEdit and ENCORE (MEMIT's names where they exist), and the
+    stabilisers that compose with all of them (:mod:`seqedit.editors.stabilisers`)."""
 
     layers: list[int] | None = Field(
         None, description="Edited layers (0-based). None: chosen from the model's depth (see docs/editors.md)."
@@ -196,6 +205,7 @@ class LocateEditEditor(Editor):
         self._memory_keys = 0
         self._moment_cache: dict[tuple[Any, ...], SecondMoment] = {}
         self._contexts: dict[tuple[str, int], ContextTemplates] = {}
+        self._stabilisers = StabiliserState()
 
     @property
     def cfg(self) -> LocateEditConfig:
@@ -285,14 +295,23 @@ class LocateEditEditor(Editor):
         was_training = lm.model.training
         # The memory is only ever replaced, never changed in place: a shallow copy restores it on failure.
         memory_before, memory_keys_before = dict(self._memory), self._memory_keys
+        stabilisers_before = self._stabilisers.copy()
         lm.model.eval()
         try:
             for group in groups:
                 request_stats += self._edit_group(lm, group, layers, contexts, moments, writer, timer, layer_figures)
+            if self.cfg.acts_on_weights():
+                with timer.phase("stabilise"):
+                    self._stabilisers, figures = stabilise_weights(
+                        lm.adapter, writer.originals, writer.totals, self.cfg, self._stabilisers
+                    )
+                for stat in request_stats:
+                    stat.update(figures)
             deltas, originals = writer.commit()
         except BaseException:
             writer.restore()
             self._memory, self._memory_keys = memory_before, memory_keys_before
+            self._stabilisers = stabilisers_before
             raise
         finally:
             lm.model.train(was_training)
@@ -323,6 +342,9 @@ class LocateEditEditor(Editor):
         for reason in targets.info.get("fallbacks", []):
             warnings.warn(f"target optimisation recomputed every position (slower, same result): {reason}", stacklevel=2)
         z = targets.z.to(device=device, dtype=torch.float64)
+        if self.cfg.nas:
+            with timer.phase("nas"):
+                z = self._nas_targets(lm, group, last, z, targets.init.to(z), targets.stats)
         new_keys: dict[int, torch.Tensor] = {}
         z_error_before: torch.Tensor | None = None
         for i, layer in enumerate(layers):
@@ -359,6 +381,23 @@ class LocateEditEditor(Editor):
             stat["z_error_after"] = float(after_err)
         return targets.stats
 
+    def _nas_targets(
+        self, lm: LoadedModel, group: list[EditRequest], last: int, z: torch.Tensor, hidden: torch.Tensor,
+        stats: list[dict[str, Any]],
+    ) -> torch.Tensor:
+        """NAS: rescale the solved value vectors to the reference norm (measured on the first group edited,
+        i.e. on the unedited model, unless set in the config)."""
+        v0 = mlp_outputs(lm, group, last).to(z)
+        reference = self.cfg.nas_reference_norm or self._stabilisers.nas_reference
+        if reference is None:
+            reference = trimmed_mean((v0 + z - hidden).norm(dim=-1))
+            self._stabilisers = self._stabilisers.copy()
+            self._stabilisers.nas_reference = reference
+        result = nas_targets(z, hidden, v0, reference, self.cfg.nas_skip_factor)
+        for stat, extra in zip(stats, result.stats, strict=True):
+            stat.update(extra, nas_reference=reference)
+        return result.z.to(z)
+
     def _remember(self, keys: Mapping[int, torch.Tensor], lm: LoadedModel) -> None:
         dtype = resolve_dtype(self.cfg.memory_dtype)
         for layer, k in keys.items():
@@ -394,9 +433,10 @@ class LocateEditEditor(Editor):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, torch.Tensor]:
+        state = self._stabilisers.state_dict()
         if not self._memory:
-            return {}
-        state = {f"memory.layer{layer}": gram.detach().cpu() for layer, gram in self._memory.items()}
+            return state
+        state.update({f"memory.layer{layer}": gram.detach().cpu() for layer, gram in self._memory.items()})
         state["memory.keys"] = torch.tensor([self._memory_keys], dtype=torch.int64)
         return state
 
@@ -404,6 +444,8 @@ class LocateEditEditor(Editor):
         memory: dict[int, torch.Tensor] = {}
         keys = 0
         for name, tensor in state.items():
+            if name.startswith("stabilisers."):
+                continue
             if name == "memory.keys":
                 keys = int(tensor.reshape(-1)[0].item())
             elif name.startswith("memory.layer") and name[len("memory.layer"):].isdigit():
@@ -414,6 +456,7 @@ class LocateEditEditor(Editor):
                 raise ValueError(f"{self.name}: unexpected state entry '{name}'")
         self._memory = memory
         self._memory_keys = keys
+        self._stabilisers = StabiliserState.from_state_dict(state)
 
     def memory_to(self, device: torch.device) -> None:
         """Move the key memory to ``device`` (after restoring state for a model on another device)."""

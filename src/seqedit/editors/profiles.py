@@ -62,6 +62,7 @@ MEASURED_SMOLLM2_LAMBDA = (
 )
 MEASURED_SMOLLM2_GRAD = "measured on SmolLM2-135M (benchmarks/grad_editors_counterfact.py; finetune.py docstring)"
 RELEASED_CODE = "the released MEMIT/ENCORE code (docs/editors.md, 'Reproducing the released code')"
+MEASURED_SMOLLM2_ULTRA = "measured on SmolLM2-135M, 20 CounterFact facts (docs/editors.md, 'UltraEdit')"
 GENERIC_LAYERS = "generic rule: five layers from depth N/8 (auto_layers); ROME the last of them"
 
 
@@ -96,6 +97,8 @@ SMOLLM2 = Profile(
         "encore": _s(MEASURED_SMOLLM2, norm_lambda=20.0),
         "ft-l": _s(MEASURED_SMOLLM2_GRAD, layers=[5], lr=5e-3, norm_constraint=5e-3),
         "ft": _s(MEASURED_SMOLLM2_GRAD, layers=[5, 6, 7], lr=1e-3),
+        # chosen on 20 CounterFact facts among layers 3-7 / 12-16 / 20-24 / 21-25 and lr 1e-5 ... 1e-3
+        "ultraedit": _s(MEASURED_SMOLLM2_ULTRA, layers=[21, 22, 23, 24, 25], lr=3e-4),
     },
 )
 
@@ -135,9 +138,7 @@ RELEASED_RECIPE: dict[str, dict[str, Setting]] = {
     # "You"; 10 tokens in total per prefix (seed included); top-5 sampling.
     LOCATE_AND_EDIT: _s(RELEASED_CODE, context_mode="released", context_count=5, context_length=10),
     "memit": _s(RELEASED_CODE, past_edit_memory=False),
-    # TODO(mpes_rule): once LocateEditConfig has the field ``mpes_rule`` (the released check skips each
-    # fact's first rewriting prompt), this entry takes effect; until then it is left out, as every field
-    # a method's config lacks is.
+    # The released MPES check skips each fact's first rewriting prompt (targets.py, ``mpes_rule``).
     "encore": _s(RELEASED_CODE, mpes_rule="released"),
 }
 # λ_p and step count of the released code where the model's own profile does not already hold them: SmolLM2

@@ -22,6 +22,7 @@ BUILTIN_EDITORS: dict[str, str] = {
     "ft": "seqedit.editors.finetune:FineTuneEditor",
     "lora": "seqedit.editors.lora:LoRAEditor",
     "mend": "seqedit.editors.mend.editor:MendEditor",
+    "ultraedit": "seqedit.editors.ultraedit:UltraEdit",
 }
 
 
@@ -98,3 +99,13 @@ def describe_methods() -> dict[str, dict[str, Any]]:
             "sources": sources,
         }
     return out
+
+
+def describe_stabilisers() -> dict[str, dict[str, Any]]:
+    """The stabiliser options of the locate-and-edit methods: field -> default and description."""
+    from seqedit.editors.stabilisers import StabiliserSettings
+
+    return {
+        name: {"default": field.default, "description": field.description or ""}
+        for name, field in StabiliserSettings.model_fields.items()
+    }
