@@ -69,12 +69,12 @@ def test_resume_refuses_changed_editor_defaults(half_run, tiny_lm, monkeypatch):
 
     original = MEMIT.default_config
 
-    def shifted(lm=None):
-        config = original(lm)
+    def shifted(lm=None, profile=None):
+        config = original(lm, profile)
         config.v_lr = config.v_lr * 2  # a newer seqedit with another per-model default
         return config
 
-    monkeypatch.setattr(MEMIT, "default_config", classmethod(lambda cls, lm=None: shifted(lm)))
+    monkeypatch.setattr(MEMIT, "default_config", classmethod(lambda cls, lm=None, profile=None: shifted(lm, profile)))
     with pytest.raises(ConfigError, match=r"v_lr"):
         resume_experiment(half_run, lm=tiny_lm, show_progress=False)
     assert registry.make_config("memit", tiny_lm).v_lr == 2 * original(tiny_lm).v_lr

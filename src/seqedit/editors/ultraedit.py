@@ -169,12 +169,16 @@ class UltraEdit(Editor):
         assert isinstance(self.config, UltraEditConfig)
         return self.config
 
-    def resolve_paths(self, lm: LoadedModel) -> list[str]:
+    def resolve_layers(self, lm: LoadedModel) -> list[int]:
+        """The edited layers: the setting, or the depth-based default (recorded in editor.json)."""
         n = lm.adapter.num_layers
         layers = self.cfg.layers if self.cfg.layers is not None else default_layers(n)
         if max(layers) >= n:
             raise ValueError(f"{self.name}: layer {max(layers)} out of range; the model has {n} layers")
-        return [lm.adapter.mlp_out_proj(layer) for layer in layers]
+        return list(layers)
+
+    def resolve_paths(self, lm: LoadedModel) -> list[str]:
+        return [lm.adapter.mlp_out_proj(layer) for layer in self.resolve_layers(lm)]
 
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
         if not requests:

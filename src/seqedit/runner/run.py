@@ -127,7 +127,6 @@ class SequentialRun:
         validate_before_work(self.config)
         validate_output_dir(self.config)
         selection = select_requests(self.config)
-        self.log(selection.log_line(self.config.dataset.name))
         planned = selection.edits
         self._facts = selection.describe()
         completed = 0
@@ -141,11 +140,13 @@ class SequentialRun:
             self.store.truncate_after(completed)
         lm = self._load_model()
         choice = profile_choice(lm, self.config.profile)
-        self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
         self._profile = choice.describe()
         editor = create_editor(self.config.method, lm, self.config.hparams, self.config.profile)
         editor.show_progress = self.show_progress
         validate_with_model(self.config, lm, editor, [*planned, *selection.probes])
+        # after validation, so that bad input stays one line
+        self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
+        self.log(selection.log_line(self.config.dataset.name))
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
             record_editor(self.store.root, self.config.method, editor, lm, self.config)
