@@ -24,7 +24,7 @@ from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_c
 from seqedit.runner.measure import Measurements
 from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
-from seqedit.runner.store import RunStore, environment_info
+from seqedit.runner.store import SNAPSHOT_EVERY, RunStore, environment_info
 from seqedit.runner.summary import summarise
 from seqedit.utils.torch_utils import seed_everything
 
@@ -72,6 +72,7 @@ class SequentialRun:
         self._lm = lm
         self.show_progress = show_progress
         self.log = log or (lambda message: print(message, file=sys.stderr))
+        self._touched: set[str] = set()  # parameters changed by some step so far (what a snapshot holds)
 
     # ------------------------------------------------------------------ setup
     def _load_model(self) -> LoadedModel:
@@ -88,8 +89,17 @@ class SequentialRun:
         """Run (or resume) to the end, or for at most ``max_steps`` more steps."""
         validate_before_work(self.config)
         selection = select_requests(self.config)
+        if resume:
+            self.store.read_progress()  # not a run directory: refused before anything is written
+        else:
+            self.store.check_new_run(remove_dead=False)  # refused before the directory is touched
+        with self.store.locked():
+            return self._execute_locked(selection, resume, max_steps)
+
+    def _execute_locked(self, selection: Any, resume: bool, max_steps: int | None) -> RunOutcome:
         planned = selection.edits
         completed = 0
+        baseline_done = False
         if resume:
             progress = self.store.read_progress()
             completed = int(progress["completed_steps"])
@@ -97,21 +107,53 @@ class SequentialRun:
                 self.log(f"{self.store.root}: already finished")
                 return RunOutcome(self.store.root, "finished", completed, int(progress["n_edits"]))
             self._check_same_config()
-            self.store.truncate_after(completed)
+            # Runs written before the flag existed: a completed step implies a recorded baseline.
+            baseline_done = bool(progress.get("baseline_complete", completed > 0))
+            removed = self.store.remove_temporary_files()
+            if removed:
+                self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write")
+            self.store.truncate_after(completed if baseline_done else -1)
+        else:
+            self.store.check_new_run(remove_dead=True)
         lm = self._load_model()
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-        editor = create_editor(self.config.method, lm, self.config.hparams)
-        measurements = Measurements(lm, self.config, planned, selection.probes)
-        batches = self._batches(planned)
-        if resume and completed > 0:
-            self._restore(lm, editor, measurements, completed)
-        else:
-            seed_everything(_step_seed(self.config, 0))
-            self.store.append("norms", measurements.start())
-            self.store.append("checkpoints", measurements.checkpoint(0, 0, [], []))
-            self._save_states(editor, measurements, 0)
-        return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
+        self.store.baseline_complete = baseline_done
+        try:
+            editor = create_editor(self.config.method, lm, self.config.hparams)
+            measurements = Measurements(lm, self.config, planned, selection.probes)
+            batches = self._batches(planned)
+            if baseline_done:
+                self._restore(lm, editor, measurements, completed)
+            else:
+                seed_everything(_step_seed(self.config, 0))
+                self.store.append("norms", measurements.start())
+                self.store.append("checkpoints", measurements.checkpoint(0, 0, [], []))
+                self._save_states(editor, measurements, 0)
+                self.store.baseline_complete = True
+                self.store.write_progress(kind="edit", status="running", completed_steps=0, n_edits=0,
+                                          message="baseline (step 0) recorded")
+            return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
+        except BaseException as exc:
+            self._mark_failed(exc)
+            raise
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """Record an unexpected error as the run's end ("failed", with the reason); results up to the last
+        completed step stay, and the run can be resumed from there (docs/design.md, "Run directory")."""
+        try:
+            progress = self.store.read_progress()
+            completed, n_edits = int(progress["completed_steps"]), int(progress["n_edits"])
+            where = f"step {completed + 1}" if self.store.baseline_complete else "the baseline (step 0)"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = (f"failed at {where}: {type(exc).__name__}" + (f": {reason}" if reason else "")
+                       + f". Results up to step {completed} are kept; `seqedit run --resume {self.store.root}` "
+                       "continues from there.")
+            self.store.write_progress(kind="edit", status="failed", completed_steps=completed, n_edits=n_edits,
+                                      message=message)
+            self.store.write_parquet_mirrors()
+        except Exception as inner:  # never hide the original error behind one of recording it
+            self.log(f"could not mark {self.store.root} as failed: {inner}")
 
     def _check_same_config(self) -> None:
         stored = load_config(self.store.config_path).model_dump(mode="json", exclude={"output_dir"})
@@ -123,13 +165,32 @@ class SequentialRun:
             )
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
-        self.log(f"Resuming {self.store.root} after step {completed}: replaying {completed} weight updates")
-        for step in range(1, completed + 1):
-            self.store.load_ledger(step).replay(lm.model)
+        snapshot = self.store.latest_snapshot(completed)
+        first = (snapshot or 0) + 1
+        self.log(f"Resuming {self.store.root} after step {completed}: "
+                 + (f"weights of step {snapshot}, then " if snapshot else "")
+                 + f"replaying {completed - first + 1} weight updates")
+        params = dict(lm.model.named_parameters(remove_duplicate=False))
+        if snapshot is not None:
+            with torch.no_grad():
+                for name, value in self.store.load_snapshot(snapshot).items():
+                    params[name].copy_(value)
+                    self._touched.add(name)
+        for step in range(first, completed + 1):
+            result = self.store.load_ledger(step)
+            result.replay(lm.model)
+            self._touched.update(result.deltas)
         editor_state, _ = self.store.load_state("editor", completed)
         editor.load_state_dict(editor_state)
         monitor_state, monitor_meta = self.store.load_state("monitor", completed)
         measurements.load_state_dict(monitor_state, monitor_meta)
+
+    def _snapshot_if_due(self, lm: LoadedModel, step: int, result: EditResult) -> None:
+        """Every ``SNAPSHOT_EVERY`` steps (every step without a ledger) keep the edited weights' values."""
+        self._touched.update(result.deltas)
+        if step % SNAPSHOT_EVERY == 0 or not self.config.save_ledger:
+            params = dict(lm.model.named_parameters(remove_duplicate=False))
+            self.store.save_snapshot(step, {name: params[name].detach() for name in sorted(self._touched)})
 
     def _save_states(self, editor: Editor, measurements: Measurements, step: int) -> None:
         self.store.save_state("editor", step, editor.state_dict())
@@ -171,6 +232,7 @@ class SequentialRun:
                     rows = measurements.checkpoint(step, n_edits, batch, planned[:n_edits])
                     self.store.append("checkpoints", rows)
                 self._save_states(editor, measurements, step)
+                self._snapshot_if_due(lm, step, result)
                 self.store.write_progress(kind="edit", status="running", completed_steps=step, n_edits=n_edits,
                                           message=f"completed step {step} of {len(batches)}")
                 self.store.prune_states(step)
