@@ -116,9 +116,9 @@ class SequentialRun:
         else:
             self.store.check_new_run(remove_dead=True)
         lm = self._load_model()
+        self.store.baseline_complete = baseline_done
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
-        self.store.baseline_complete = baseline_done
         try:
             editor = create_editor(self.config.method, lm, self.config.hparams)
             measurements = Measurements(lm, self.config, planned, selection.probes)
