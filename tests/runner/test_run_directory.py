@@ -87,9 +87,9 @@ KILL_POINTS = {
     "baseline: state written, not yet recorded": (
         RunStore, "write_progress", lambda self, **kw: kw.get("message", "").startswith("baseline")),
     "step 2: after its norms rows": (
-        RunStore, "append", lambda self, table, rows: table == "timings" and list(rows)[0]["step"] == 2),
+        RunStore, "append", lambda self, table, rows: table == "timings" and rows[0]["step"] == 2),
     "step 2: during its checkpoint rows": (
-        RunStore, "append", lambda self, table, rows: table == "checkpoints" and list(rows)[0]["step"] == 2),
+        RunStore, "append", lambda self, table, rows: table == "checkpoints" and rows[0]["step"] == 2),
     "step 2: writing its ledger": (RunStore, "save_ledger", lambda self, step, result: step == 2),
     "step 2: writing its state": (RunStore, "save_state", lambda self, name, step, *a, **k: step == 2),
     "step 2: writing its weight snapshot": (RunStore, "save_snapshot", lambda self, step, w: step == 2),

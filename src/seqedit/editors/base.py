@@ -134,10 +134,11 @@ class EditResult:
         tensors = load_tensors(path)
         deltas = {name: t for name, t in tensors.items() if COMPACT_SEP not in name}
         for name, digest in json.loads(meta.get("compact", "{}")).items():
-            parts = {key: tensors.get(f"{name}{COMPACT_SEP}{key}") for key in ("left", "right", "fix_index", "fix_value")}
-            if any(t is None for t in parts.values()):
+            keys = [f"{name}{COMPACT_SEP}{part}" for part in ("left", "right", "fix_index", "fix_value")]
+            if any(key not in tensors for key in keys):
                 raise ValueError(f"{path}: the compact delta of {name} is incomplete (file damaged?)")
-            packed = CompactDelta(parts["left"], parts["right"], parts["fix_index"], parts["fix_value"], digest)
+            left, right, fix_index, fix_value = (tensors[key] for key in keys)
+            packed = CompactDelta(left, right, fix_index, fix_value, digest)
             try:
                 deltas[name] = packed.decode(name)
             except ValueError as exc:

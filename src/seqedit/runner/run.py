@@ -18,13 +18,14 @@ import torch
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditResult
+from seqedit.editors.compact import tensor_digest
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
 from seqedit.runner.measure import Measurements
 from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
-from seqedit.runner.store import SNAPSHOT_EVERY, RunStore, environment_info
+from seqedit.runner.store import SNAPSHOT_EVERY, RunDirectoryError, RunStore, environment_info
 from seqedit.runner.summary import summarise
 from seqedit.utils.torch_utils import seed_everything
 
@@ -45,6 +46,11 @@ def validate_before_work(config: RunConfig) -> None:
         make_config(config.method, None, config.hparams)
     except ValueError as exc:  # unknown method, or pydantic's ValidationError (a ValueError)
         raise ConfigError(f"field 'hparams' / 'method': {exc}") from exc
+
+
+def _measured_again(key: str) -> bool:
+    """Monitor state a resume measures again instead of reading (see ``_measure_unstored_state``)."""
+    return key.startswith("activations.baseline/")
 
 
 def _step_seed(config: RunConfig, step: int) -> int:
@@ -165,6 +171,8 @@ class SequentialRun:
             )
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
+        monitor_state, monitor_meta = self.store.load_state("monitor", completed)
+        monitor_state.update(self._measure_unstored_state(measurements, completed))  # on the unedited model
         snapshot = self.store.latest_snapshot(completed)
         first = (snapshot or 0) + 1
         self.log(f"Resuming {self.store.root} after step {completed}: "
@@ -182,8 +190,27 @@ class SequentialRun:
             self._touched.update(result.deltas)
         editor_state, _ = self.store.load_state("editor", completed)
         editor.load_state_dict(editor_state)
-        monitor_state, monitor_meta = self.store.load_state("monitor", completed)
         measurements.load_state_dict(monitor_state, monitor_meta)
+
+    def _measure_unstored_state(self, measurements: Measurements, completed: int) -> dict[str, torch.Tensor]:
+        """The activation baselines (a function of the unedited model and the probes, ~100 MB on the embedded
+        model) are recorded by checksum only: measure them again on the unedited model and check they are
+        the recorded ones bit for bit (else the resumed run could not equal an uninterrupted one)."""
+        wanted = self.store.unstored_state("monitor", completed)
+        if not wanted:
+            return {}
+        if measurements.activations is None:
+            raise RunDirectoryError(f"{self.store.root}: the monitor state needs activation baselines this run does not measure")
+        seed_everything(_step_seed(self.config, 0))
+        measurements.activations.baseline()
+        fresh = {f"activations.{k}": v for k, v in measurements.activations.state_dict().items()}
+        differing = [key for key, digest in wanted.items() if key not in fresh or tensor_digest(fresh[key]) != digest]
+        if differing:
+            raise RunDirectoryError(
+                f"{self.store.root}: the unedited model's activations ({differing[0]}) differ from those recorded "
+                "at step 0 (another machine, thread count or library version?); the run cannot resume exactly here"
+            )
+        return {key: fresh[key] for key in wanted}
 
     def _snapshot_if_due(self, lm: LoadedModel, step: int, result: EditResult) -> None:
         """Every ``SNAPSHOT_EVERY`` steps (every step without a ledger) keep the edited weights' values."""
@@ -195,7 +222,7 @@ class SequentialRun:
     def _save_states(self, editor: Editor, measurements: Measurements, step: int) -> None:
         self.store.save_state("editor", step, editor.state_dict())
         tensors, meta = measurements.state_dict()
-        self.store.save_state("monitor", step, tensors, meta)
+        self.store.save_state("monitor", step, tensors, meta, checksum_only=_measured_again)
 
     # ------------------------------------------------------------------ the loop
     def _loop(

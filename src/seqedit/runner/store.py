@@ -23,7 +23,7 @@ import os
 import platform
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,20 +305,29 @@ class RunStore:
         return EditResult.load(path)
 
     def save_state(
-        self, name: str, step: int, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        step: int,
+        tensors: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any] | None = None,
+        checksum_only: Callable[[str], bool] = lambda key: False,
     ) -> None:
         """State after ``step`` (editor memory, monitor baselines ...), written incrementally: a blob of the
         tensors that changed since the newest manifest of ``name`` (compared by SHA-256), then the step's
         manifest naming the blob and checksum of every tensor. Keyed by step, so that a crash between
-        writing it and recording the step as completed never mixes steps."""
+        writing it and recording the step as completed never mixes steps. Tensors selected by
+        ``checksum_only`` (ones the run can measure again) are recorded by checksum alone: see
+        :meth:`unstored_state`."""
         previous = self._latest_manifest(name, before=step)
-        entries: dict[str, list[str]] = {}
+        entries: dict[str, list[str | None]] = {}
         changed: dict[str, torch.Tensor] = {}
         blob = self.state_path(name, step).name
         for key, tensor in tensors.items():
             digest = tensor_digest(tensor)
             old = previous.get(key) if previous else None
-            if old is not None and old[1] == digest and (self.state_dir / old[0]).exists():
+            if checksum_only(key):
+                entries[key] = [None, digest]
+            elif old is not None and old[0] is not None and old[1] == digest and (self.state_dir / old[0]).exists():
                 entries[key] = old
             else:
                 entries[key] = [blob, digest]
@@ -328,7 +337,7 @@ class RunStore:
         manifest = {"tensors": entries, "meta": json.loads(json.dumps(dict(meta or {}), default=json_default))}
         write_json_atomic(self.manifest_path(name, step), manifest, indent=None)
 
-    def _latest_manifest(self, name: str, before: int) -> dict[str, list[str]] | None:
+    def _latest_manifest(self, name: str, before: int) -> dict[str, list[str | None]] | None:
         steps = [_step_of(f) for f in self.state_dir.glob(f"{name}_step_*.json")] if self.state_dir.exists() else []
         steps = [s for s in steps if s < before]
         if not steps:
@@ -345,6 +354,8 @@ class RunStore:
             blobs: dict[str, dict[str, torch.Tensor]] = {}
             tensors: dict[str, torch.Tensor] = {}
             for key, (blob, digest) in manifest["tensors"].items():
+                if blob is None:
+                    continue  # measured again by the run (unstored_state)
                 if blob not in blobs:
                     if not (self.state_dir / blob).exists():
                         raise RunDirectoryError(f"{self.state_dir / blob} is missing: cannot restore '{name}' after step {step}")
@@ -360,6 +371,14 @@ class RunStore:
             meta = json.loads((fh.metadata() or {}).get("json", "{}"))
         return load_tensors(path), meta
 
+    def unstored_state(self, name: str, step: int) -> dict[str, str]:
+        """``{key: sha256}`` of the state tensors recorded by checksum only (the run measures them again)."""
+        path = self.manifest_path(name, step)
+        if not path.exists():
+            return {}
+        entries = json.loads(path.read_text(encoding="utf-8"))["tensors"]
+        return {key: digest for key, (blob, digest) in entries.items() if blob is None}
+
     def prune_states(self, keep_step: int) -> None:
         """Remove state of other steps, keeping the blobs ``keep_step``'s manifests refer to, and snapshots
         older than the newest one at or before ``keep_step`` (call after ``keep_step`` is recorded)."""
@@ -367,7 +386,8 @@ class RunStore:
             keep: set[str] = set()
             for manifest in self.state_dir.glob(f"*_step_{keep_step:06d}.json"):
                 keep.add(manifest.name)
-                keep.update(blob for blob, _ in json.loads(manifest.read_text(encoding="utf-8"))["tensors"].values())
+                entries = json.loads(manifest.read_text(encoding="utf-8"))["tensors"].values()
+                keep.update(blob for blob, _ in entries if blob is not None)
             for file in self.state_dir.glob("*_step_*.*"):
                 legacy = file.suffix == ".safetensors" and not file.with_suffix(".json").exists()
                 if file.name not in keep and not (legacy and _step_of(file) == keep_step):
