@@ -347,3 +347,33 @@ def test_a_dense_ledger_of_an_earlier_version_still_loads(tmp_path):
     result.save(tmp_path / "dense.safetensors", compact=False)
     loaded = EditResult.load(tmp_path / "dense.safetensors")
     assert torch.equal(loaded.deltas["w"], delta)
+
+
+def test_a_run_directory_of_the_earlier_format_resumes(tmp_path, tiny_run_config, monkeypatch, uninterrupted):
+    """Dense ledgers, one state file per step holding everything, no snapshots, no baseline flag."""
+    import json
+
+    from seqedit.utils.io import save_tensors_atomic, write_json_atomic
+
+    config = tiny_run_config(tmp_path, "old", num_edits=6)
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module, "_measured_again", lambda key: False)
+        patch.setattr(run_module, "SNAPSHOT_EVERY", 1000)
+        run_experiment(config, lm=_tiny(), show_progress=False, max_steps=2)
+    store = RunStore(config.output_dir)
+    for name in ("editor", "monitor"):
+        tensors, meta = store.load_state(name, 2)
+        for file in store.state_dir.glob(f"{name}_step_*"):
+            file.unlink()
+        save_tensors_atomic(store.state_path(name, 2), tensors, {"json": json.dumps(meta)})
+    for step in (1, 2):
+        EditResult.load(store.ledger_path(step)).save(store.ledger_path(step), compact=False)
+    progress = store.read_progress()
+    del progress["baseline_complete"]
+    write_json_atomic(store.progress_path, progress)
+    assert not (config.output_dir / "snapshots").exists()
+
+    lm = _tiny()
+    assert resume_experiment(config.output_dir, lm=lm, show_progress=False).status == "finished"
+    _assert_same_run(uninterrupted, config.output_dir, lm)
+    assert not list(store.state_dir.glob("*_step_000002*"))  # the old state files are pruned
