@@ -32,10 +32,10 @@ from typing import Any
 import torch
 
 from seqedit.editors.base import EditResult
+from seqedit.editors.registry import create_editor
 from seqedit.models.loading import LoadedModel, load
 from seqedit.models.tiny import build_tiny_model
 from seqedit.runner import run as run_module
-from seqedit.editors.registry import create_editor
 from seqedit.runner.config import RunConfig
 from seqedit.runner.measure import Measurements
 from seqedit.runner.requests import select_requests
@@ -58,6 +58,12 @@ def _git_commit() -> dict[str, Any]:
         return done.stdout.strip()
 
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def _load_config(store: RunStore) -> dict[str, Any]:
+    from seqedit.runner.config import load_config
+
+    return load_config(store.config_path).model_dump(mode="json")
 
 
 def _config(args: argparse.Namespace, output_dir: Path) -> RunConfig:
@@ -110,8 +116,20 @@ def time_restore(store: RunStore, config: RunConfig, steps: int) -> dict[str, An
     measurements = Measurements(lm, config, selection.edits, selection.probes)
     started = time.perf_counter()
     SequentialRun(config, lm=lm, show_progress=False, log=lambda m: None)._restore(lm, editor, measurements, steps)
-    timings: dict[str, Any] = {"restore_at_end_s": time.perf_counter() - started,
-                               "snapshot_step": store.latest_snapshot(steps)}
+    snapshot_step = store.latest_snapshot(steps)
+    timings: dict[str, Any] = {"restore_at_end_s": time.perf_counter() - started, "snapshot_step": snapshot_step,
+                               "replayed_at_end": steps - (snapshot_step or 0)}
+    with tempfile.TemporaryDirectory() as tmp:  # a snapshot's load, whether or not the run wrote one
+        edited = sorted({name for step in range(1, steps + 1) for name in store.load_ledger(step).deltas})
+        params = dict(lm.model.named_parameters(remove_duplicate=False))
+        probe = RunStore(tmp)
+        probe.save_snapshot(1, {name: params[name].detach() for name in edited})
+        started = time.perf_counter()
+        with torch.no_grad():
+            for name, value in probe.load_snapshot(1).items():
+                params[name].copy_(value)
+        timings["snapshot_load_s"] = time.perf_counter() - started
+        timings["snapshot_bytes"] = _size(probe.snapshot_dir)
     replay = []
     for step in range(1, steps + 1):
         started = time.perf_counter()
@@ -131,18 +149,22 @@ def extrapolate(sizes: dict[str, Any], timings: dict[str, Any], edits: int, batc
     steps = edits // batch
     per_step_replay = sum(timings["replay_step_s"]) / len(timings["replay_step_s"])
     after_snapshot = steps % every
+    # The measured restore less its ledger replays and snapshot load: state, activation baselines, setup.
+    fixed = timings["restore_at_end_s"] - timings["replayed_at_end"] * per_step_replay
+    fixed -= timings["snapshot_load_s"] if timings["snapshot_step"] else 0.0
+    fixed = max(fixed, 0.0)
+    snapshot_bytes = sizes["snapshot_bytes"] or timings["snapshot_bytes"]
     return {
         "edits": edits,
         "steps": steps,
         "disk_bytes": sizes["ledger_bytes_per_step"] * steps + sizes["table_bytes_per_step"] * (steps + 1)
-        + sizes["state_bytes_on_disk"] + sizes["snapshot_bytes"],
+        + sizes["state_bytes_on_disk"] + snapshot_bytes,
         "disk_bytes_dense_format": sizes["dense_ledger_bytes_per_step"] * steps
         + sizes["table_bytes_per_step"] * (steps + 1) + sizes["state_bytes_full"],
-        # The measured restore replayed ``steps_in_run mod every`` ledger steps (none when the run ended on a
-        # snapshot); a resume here replays ``after_snapshot`` of them.
-        "restore_s": timings["restore_at_end_s"] + after_snapshot * per_step_replay,
-        "restore_s_worst": timings["restore_at_end_s"] + (every - 1) * per_step_replay,
-        "restore_s_dense_format": steps * timings["dense_replay_step_s"],
+        "restore_fixed_s": fixed,
+        "restore_s": fixed + timings["snapshot_load_s"] + after_snapshot * per_step_replay,
+        "restore_s_worst": fixed + timings["snapshot_load_s"] + (every - 1) * per_step_replay,
+        "restore_s_dense_format": fixed + steps * timings["dense_replay_step_s"],
         "replayed_steps": after_snapshot,
     }
 
@@ -160,23 +182,36 @@ def main() -> None:
     parser.add_argument("--at-edits", type=int, default=900, help="also extrapolate the restore to this point")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a temporary directory, removed after")
+    parser.add_argument("--existing", type=Path, default=None,
+                        help="measure this run directory (up to its last completed step) instead of running one; "
+                             "it is only read")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/run_dir_size.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = args.edits // args.batch_size
-    run_module.SNAPSHOT_EVERY = args.snapshot_every or min(SNAPSHOT_EVERY, steps)
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = args.run_dir or Path(tmp) / "run"
-        config = _config(args, run_dir)
-        started = time.perf_counter()
-        outcome = run_experiment(config, lm=_model(args.model), show_progress=False)
-        wall = time.perf_counter() - started
-        if outcome.status != "finished":
-            raise SystemExit(f"the run ended {outcome.status}: {outcome.message}")
-        store = RunStore(run_dir)
+    if args.existing is not None:
+        store = RunStore(args.existing)
+        steps = int(store.read_progress()["completed_steps"])
+        config = RunConfig.model_validate({**json.loads(json.dumps(_load_config(store))), "output_dir": str(args.existing)})
+        args.edits, args.batch_size, args.method, args.model = steps * config.batch_size, config.batch_size, \
+            config.method, config.model
+        wall = float("nan")
         sizes = measure_sizes(store, steps)
         timings = time_restore(store, config, steps)
+    else:
+        steps = args.edits // args.batch_size
+        run_module.SNAPSHOT_EVERY = args.snapshot_every or min(SNAPSHOT_EVERY, steps)
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = args.run_dir or Path(tmp) / "run"
+            config = _config(args, run_dir)
+            started = time.perf_counter()
+            outcome = run_experiment(config, lm=_model(args.model), show_progress=False)
+            wall = time.perf_counter() - started
+            if outcome.status != "finished":
+                raise SystemExit(f"the run ended {outcome.status}: {outcome.message}")
+            store = RunStore(run_dir)
+            sizes = measure_sizes(store, steps)
+            timings = time_restore(store, config, steps)
     production_every = args.snapshot_every or SNAPSHOT_EVERY
     per_1000 = extrapolate(sizes, timings, 1000, args.batch_size, production_every)
     at_point = extrapolate(sizes, timings, args.at_edits, args.batch_size, production_every)
@@ -188,6 +223,7 @@ def main() -> None:
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "niceness": os.nice(0), "load_average": os.getloadavg()},
         "run": {"edits": args.edits, "steps": steps, "wall_s": wall, "snapshot_every_in_run": run_module.SNAPSHOT_EVERY,
+                "existing": str(args.existing) if args.existing else None,
                 "snapshot_every": production_every},
         "measured": sizes,
         "restore_timings": timings,
