@@ -114,10 +114,11 @@ def time_restore(store: RunStore, config: RunConfig, steps: int) -> dict[str, An
     selection = select_requests(config)
     editor = create_editor(config.method, lm, config.hparams)
     measurements = Measurements(lm, config, selection.edits, selection.probes)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     SequentialRun(config, lm=lm, show_progress=False, log=lambda m: None)._restore(lm, editor, measurements, steps)
     snapshot_step = store.latest_snapshot(steps)
-    timings: dict[str, Any] = {"restore_at_end_s": time.perf_counter() - started, "snapshot_step": snapshot_step,
+    timings: dict[str, Any] = {"restore_at_end_s": time.perf_counter() - started,
+                               "restore_at_end_cpu_s": time.process_time() - cpu_started, "snapshot_step": snapshot_step,
                                "replayed_at_end": steps - (snapshot_step or 0)}
     with tempfile.TemporaryDirectory() as tmp:  # a snapshot's load, whether or not the run wrote one
         edited = sorted({name for step in range(1, steps + 1) for name in store.load_ledger(step).deltas})
@@ -131,11 +132,14 @@ def time_restore(store: RunStore, config: RunConfig, steps: int) -> dict[str, An
         timings["snapshot_load_s"] = time.perf_counter() - started
         timings["snapshot_bytes"] = _size(probe.snapshot_dir)
     replay = []
+    replay_cpu = []
     for step in range(1, steps + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         store.load_ledger(step).replay(lm.model)
         replay.append(time.perf_counter() - started)
+        replay_cpu.append(time.process_time() - cpu_started)
     timings["replay_step_s"] = replay
+    timings["replay_step_cpu_s"] = replay_cpu
     with tempfile.TemporaryDirectory() as tmp:  # the earlier format: one dense file per step
         dense = Path(tmp) / "dense.safetensors"
         EditResult("dense", store.load_ledger(1).deltas).save(dense, compact=False)
@@ -195,7 +199,7 @@ def main() -> None:
         config = RunConfig.model_validate({**json.loads(json.dumps(_load_config(store))), "output_dir": str(args.existing)})
         args.edits, args.batch_size, args.method, args.model = steps * config.batch_size, config.batch_size, \
             config.method, config.model
-        wall = float("nan")
+        wall: float | None = None
         sizes = measure_sizes(store, steps)
         timings = time_restore(store, config, steps)
     else:
@@ -234,7 +238,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"{args.method} on {args.model}: {args.edits} edits in batches of {args.batch_size} ({wall:.0f} s)")
+    print(f"{args.method} on {args.model}: {args.edits} edits in batches of {args.batch_size}"
+          + (f" ({wall:.0f} s)" if wall is not None else f", measured from {args.existing}"))
     print(f"{'part':34} {'this format':>14} {'dense format':>14}")
     rows = [
         ("ledger per step (MB)", sizes["ledger_bytes_per_step"], sizes["dense_ledger_bytes_per_step"]),
