@@ -24,9 +24,11 @@ def tiny_lm():
 
 
 @pytest.fixture
-def half_run(tmp_path, tiny_run_config, tiny_lm):
+def half_run(tmp_path, tiny_run_config):
     config = tiny_run_config(tmp_path)
-    outcome = run_experiment(config, show_progress=False, lm=tiny_lm, max_steps=1)
+    # its own model: the run edits it in place, and a resume must start from the unedited one (tiny_lm)
+    own = build_tiny_model("llama", num_layers=4, hidden=48, seed=3)
+    outcome = run_experiment(config, show_progress=False, lm=own, max_steps=1)
     assert outcome.status == "running" and outcome.completed_steps == 1
     return config.output_dir
 

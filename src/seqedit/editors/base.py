@@ -26,6 +26,10 @@ from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import load_tensors, save_tensors_atomic
 
 
+# Separates a parameter name from a compact delta's part in a saved EditResult's keys.
+COMPACT_SEP = "::"
+
+
 class EditorConfig(BaseModel):
     """Base class of every editor's hyper-parameters. Unknown fields are errors, not silently ignored."""
 
@@ -42,7 +46,9 @@ class EditResult:
 
     ``deltas`` maps parameter names (``"model.layers.5.mlp.down_proj.weight"``) to the exact tensor added
     to that parameter, in the parameter's own layout and dtype. ``originals`` holds the parameter values
-    before the edit (same keys), for an exact undo; it is not saved with the result.
+    before the edit (same keys), for an exact undo; it is not saved with the result. ``precise`` optionally
+    holds, for some keys, the float64 delta (native layout) that ``deltas`` rounds: :meth:`save` then stores
+    a low-rank delta as exact factors (:mod:`seqedit.editors.compact`) instead of the dense tensor.
     """
 
     method: str
@@ -51,6 +57,7 @@ class EditResult:
     timings: dict[str, float] = field(default_factory=dict)
     request_stats: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    precise: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def changed_parameters(self) -> list[str]:
@@ -82,29 +89,64 @@ class EditResult:
         for name, delta in self.deltas.items():
             params[name].sub_(delta.to(params[name].device))
 
-    def save(self, path: str | Path) -> None:
-        """Write the deltas as safetensors, with method, timings and stats in the metadata."""
+    def save(self, path: str | Path, compact: bool = True) -> None:
+        """Write the deltas as safetensors, with method, timings and stats in the metadata.
+
+        With ``compact``, a delta with a ``precise`` float64 version of low rank is stored as the keys
+        ``<name>::left``, ``::right``, ``::fix_index``, ``::fix_value`` (listed with their checksum in the
+        ``compact`` metadata entry); :meth:`load` decodes it bit for bit. Other deltas are stored densely.
+        """
         import json
 
+        from seqedit.editors.compact import CompactDelta
+
+        tensors: dict[str, torch.Tensor] = {}
+        encoded: dict[str, str] = {}
+        for name, delta in self.deltas.items():
+            exact = self.precise.get(name) if compact else None
+            packed = CompactDelta.encode(exact, delta) if exact is not None else None
+            if packed is None:
+                tensors[name] = delta
+                continue
+            encoded[name] = packed.digest
+            tensors.update({f"{name}{COMPACT_SEP}left": packed.left, f"{name}{COMPACT_SEP}right": packed.right,
+                            f"{name}{COMPACT_SEP}fix_index": packed.fix_index,
+                            f"{name}{COMPACT_SEP}fix_value": packed.fix_value})
         metadata = {
             "method": self.method,
             "timings": json.dumps(self.timings),
             "request_stats": json.dumps(self.request_stats, default=str),
             "info": json.dumps(self.info, default=str),
+            "compact": json.dumps(encoded),
         }
-        save_tensors_atomic(path, self.deltas, metadata)
+        save_tensors_atomic(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> EditResult:
+        """Read a result written by :meth:`save` (dense files of earlier versions included)."""
         import json
 
         from safetensors import safe_open
 
+        from seqedit.editors.compact import CompactDelta
+
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
+        tensors = load_tensors(path)
+        deltas = {name: t for name, t in tensors.items() if COMPACT_SEP not in name}
+        for name, digest in json.loads(meta.get("compact", "{}")).items():
+            keys = [f"{name}{COMPACT_SEP}{part}" for part in ("left", "right", "fix_index", "fix_value")]
+            if any(key not in tensors for key in keys):
+                raise ValueError(f"{path}: the compact delta of {name} is incomplete (file damaged?)")
+            left, right, fix_index, fix_value = (tensors[key] for key in keys)
+            packed = CompactDelta(left, right, fix_index, fix_value, digest)
+            try:
+                deltas[name] = packed.decode(name)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
         return cls(
             method=meta.get("method", "unknown"),
-            deltas=load_tensors(path),
+            deltas=deltas,
             timings=json.loads(meta.get("timings", "{}")),
             request_stats=json.loads(meta.get("request_stats", "[]")),
             info=json.loads(meta.get("info", "{}")),

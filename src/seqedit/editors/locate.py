@@ -168,6 +168,11 @@ class _WeightWriter:
         self.restore()
         return commit_deltas(self.adapter, self.totals)
 
+    def precise(self) -> dict[str, torch.Tensor]:
+        """The float64 totals in native layout (what the committed deltas round; lets a ledger store
+        them as exact low-rank factors)."""
+        return {f"{path}.weight": self.adapter.to_native(path, total).detach().cpu() for path, total in self.totals.items()}
+
 
 def _out_proj_output(lm: LoadedModel, layer: int, keys: torch.Tensor) -> torch.Tensor:
     """The edited projection's output ``W k (+ b)`` at ``keys`` ([n, d_in]), in the keys' dtype."""
@@ -322,6 +327,7 @@ class LocateEditEditor(Editor):
             timings=dict(timer.seconds),
             request_stats=request_stats,
             info=self._info(layers, contexts, moments, layer_figures, len(requests)),
+            precise=writer.precise(),
         )
 
     def _edit_group(

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditResult, profile_choice
+from seqedit.editors.compact import tensor_digest
 from seqedit.editors.profiles import UnknownProfileError, choose_profile
 from seqedit.editors.registry import create_editor, make_config
 from seqedit.models.loading import LoadedModel, load
@@ -29,7 +30,7 @@ from seqedit.runner.health import HealthEvent, HealthMonitor
 from seqedit.runner.measure import Measurements
 from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
-from seqedit.runner.store import RunStore, environment_info
+from seqedit.runner.store import SNAPSHOT_EVERY, RunDirectoryError, RunStore, environment_info
 from seqedit.runner.summary import summarise
 from seqedit.runner.validate import validate_output_dir, validate_with_model
 from seqedit.utils.io import write_json_atomic
@@ -82,6 +83,11 @@ def _no_loading_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def _measured_again(key: str) -> bool:
+    """Monitor state a resume measures again instead of reading (see ``_measure_unstored_state``)."""
+    return key.startswith("activations.baseline/")
+
+
 def _step_seed(config: RunConfig, step: int) -> int:
     return config.seed * 1_000_003 + step
 
@@ -109,6 +115,7 @@ class SequentialRun:
         self.log = log or (lambda message: print(message, file=sys.stderr))
         self._facts: dict[str, Any] = {}
         self._profile: dict[str, Any] = {}
+        self._touched: set[str] = set()  # parameters changed by some step so far (what a snapshot holds)
 
     # ------------------------------------------------------------------ setup
     def _load_model(self) -> LoadedModel:
@@ -127,9 +134,19 @@ class SequentialRun:
         validate_before_work(self.config)
         validate_output_dir(self.config)
         selection = select_requests(self.config)
+        if resume:
+            self.store.read_progress()  # not a run directory: refused before anything is written
+            self._check_same_config()  # a changed experiment: refused before the lock file is touched
+        else:
+            self.store.check_new_run(remove_dead=False)  # refused before the directory is touched
+        with self.store.locked():
+            return self._execute_locked(selection, resume, max_steps)
+
+    def _execute_locked(self, selection: Any, resume: bool, max_steps: int | None) -> RunOutcome:
         planned = selection.edits
         self._facts = selection.describe()
         completed = 0
+        baseline_done = False
         if resume:
             progress = self.store.read_progress()
             completed = int(progress["completed_steps"])
@@ -137,7 +154,14 @@ class SequentialRun:
             if progress["status"] == "finished":
                 self.log(f"{self.store.root}: already finished")
                 return RunOutcome(self.store.root, "finished", completed, int(progress["n_edits"]))
-            self.store.truncate_after(completed)
+            # Runs written before the flag existed: a completed step implies a recorded baseline.
+            baseline_done = bool(progress.get("baseline_complete", completed > 0))
+            removed = self.store.remove_temporary_files()
+            if removed:
+                self.log(f"removed {len(removed)} temporary file(s) left by an interrupted write")
+            self.store.truncate_after(completed if baseline_done else -1)
+        else:
+            self.store.check_new_run(remove_dead=True)
         lm = self._load_model()
         choice = profile_choice(lm, self.config.profile)
         self._profile = choice.describe()
@@ -147,38 +171,103 @@ class SequentialRun:
         # after validation, so that bad input stays one line
         self.log(choice.notice or f"settings profile: {choice.name} ({choice.reason})")
         self.log(selection.log_line(self.config.dataset.name))
+        self.store.baseline_complete = baseline_done
         if not resume:
             self.store.create(config_to_yaml(self.config), environment_info(lm))
             record_editor(self.store.root, self.config.method, editor, lm, self.config)
         else:
             check_editor_on_resume(self.store.root, self.config.method, editor, self.log, lm)
-        measurements = Measurements(lm, self.config, planned, selection.probes)
-        batches = self._batches(planned)
-        if resume and completed > 0:
-            self._restore(lm, editor, measurements, completed)
-        else:
-            seed_everything(_step_seed(self.config, 0))
-            self.store.append("norms", measurements.start())
-            self.store.append("checkpoints", measurements.checkpoint(0, 0, [], []))
-            self._save_states(editor, measurements, 0)
-        return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
+        try:
+            measurements = Measurements(lm, self.config, planned, selection.probes)
+            batches = self._batches(planned)
+            if baseline_done:
+                self._restore(lm, editor, measurements, completed)
+            else:
+                seed_everything(_step_seed(self.config, 0))
+                self.store.append("norms", measurements.start())
+                self.store.append("checkpoints", measurements.checkpoint(0, 0, [], []))
+                self._save_states(editor, measurements, 0)
+                self.store.baseline_complete = True
+                self.store.write_progress(kind="edit", status="running", completed_steps=0, n_edits=0,
+                                          message="baseline (step 0) recorded")
+            return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
+        except BaseException as exc:
+            self._mark_failed(exc)
+            raise
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """Record an unexpected error as the run's end ("failed", with the reason); results up to the last
+        completed step stay, and the run can be resumed from there (docs/design.md, "Run directory")."""
+        try:
+            progress = self.store.read_progress()
+            completed, n_edits = int(progress["completed_steps"]), int(progress["n_edits"])
+            where = f"step {completed + 1}" if self.store.baseline_complete else "the baseline (step 0)"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            message = (f"failed at {where}: {type(exc).__name__}" + (f": {reason}" if reason else "")
+                       + f". Results up to step {completed} are kept; `seqedit run --resume {self.store.root}` "
+                       "continues from there.")
+            self.store.write_progress(kind="edit", status="failed", completed_steps=completed, n_edits=n_edits,
+                                      message=message)
+            self.store.write_parquet_mirrors()
+        except Exception as inner:  # never hide the original error behind one of recording it
+            self.log(f"could not mark {self.store.root} as failed: {inner}")
 
     def _check_same_config(self) -> None:
         check_config_on_resume(self.store.config_path, self.config)  # refuses a changed experiment, with a diff
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
-        self.log(f"Resuming {self.store.root} after step {completed}: replaying {completed} weight updates")
-        for step in range(1, completed + 1):
-            self.store.load_ledger(step).replay(lm.model)
+        monitor_state, monitor_meta = self.store.load_state("monitor", completed)
+        monitor_state.update(self._measure_unstored_state(measurements, completed))  # on the unedited model
+        snapshot = self.store.latest_snapshot(completed)
+        first = (snapshot or 0) + 1
+        self.log(f"Resuming {self.store.root} after step {completed}: "
+                 + (f"weights of step {snapshot}, then " if snapshot else "")
+                 + f"replaying {completed - first + 1} weight updates")
+        params = dict(lm.model.named_parameters(remove_duplicate=False))
+        if snapshot is not None:
+            with torch.no_grad():
+                for name, value in self.store.load_snapshot(snapshot).items():
+                    params[name].copy_(value)
+                    self._touched.add(name)
+        for step in range(first, completed + 1):
+            result = self.store.load_ledger(step)
+            result.replay(lm.model)
+            self._touched.update(result.deltas)
         editor_state, _ = self.store.load_state("editor", completed)
         editor.load_state_dict(editor_state)
-        monitor_state, monitor_meta = self.store.load_state("monitor", completed)
         measurements.load_state_dict(monitor_state, monitor_meta)
+
+    def _measure_unstored_state(self, measurements: Measurements, completed: int) -> dict[str, torch.Tensor]:
+        """The activation baselines (a function of the unedited model and the probes, ~100 MB on the embedded
+        model) are recorded by checksum only: measure them again on the unedited model and check they are
+        the recorded ones bit for bit (else the resumed run could not equal an uninterrupted one)."""
+        wanted = self.store.unstored_state("monitor", completed)
+        if not wanted:
+            return {}
+        if measurements.activations is None:
+            raise RunDirectoryError(f"{self.store.root}: the monitor state needs activation baselines this run does not measure")
+        seed_everything(_step_seed(self.config, 0))
+        measurements.activations.baseline()
+        fresh = {f"activations.{k}": v for k, v in measurements.activations.state_dict().items()}
+        differing = [key for key, digest in wanted.items() if key not in fresh or tensor_digest(fresh[key]) != digest]
+        if differing:
+            raise RunDirectoryError(
+                f"{self.store.root}: the unedited model's activations ({differing[0]}) differ from those recorded "
+                "at step 0 (another machine, thread count or library version?); the run cannot resume exactly here"
+            )
+        return {key: fresh[key] for key in wanted}
+
+    def _snapshot_if_due(self, lm: LoadedModel, step: int, result: EditResult) -> None:
+        """Every ``SNAPSHOT_EVERY`` steps (every step without a ledger) keep the edited weights' values."""
+        self._touched.update(result.deltas)
+        if step % SNAPSHOT_EVERY == 0 or not self.config.save_ledger:
+            params = dict(lm.model.named_parameters(remove_duplicate=False))
+            self.store.save_snapshot(step, {name: params[name].detach() for name in sorted(self._touched)})
 
     def _save_states(self, editor: Editor, measurements: Measurements, step: int) -> None:
         self.store.save_state("editor", step, editor.state_dict())
         tensors, meta = measurements.state_dict()
-        self.store.save_state("monitor", step, tensors, meta)
+        self.store.save_state("monitor", step, tensors, meta, checksum_only=_measured_again)
 
     # ------------------------------------------------------------------ the loop
     def _loop(
@@ -219,6 +308,7 @@ class SequentialRun:
                     self.store.append("checkpoints", rows)
                     events += health.observe_checkpoint(step, n_edits, rows)
                 self._save_states(editor, measurements, step)
+                self._snapshot_if_due(lm, step, result)
                 self.store.write_progress(kind="edit", status="running", completed_steps=step, n_edits=n_edits,
                                           message=f"completed step {step} of {len(batches)}")
                 self.store.prune_states(step)

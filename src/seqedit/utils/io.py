@@ -15,19 +15,44 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` sets as it reads)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0666 less the umask (usually 0644)."""
+    return 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path in the same directory; rename it onto ``path`` only on success."""
+    """Yield a temporary path in the same directory; rename it onto ``path`` only on success.
+
+    The temporary file is named ``.<name>.<random>.tmp`` (a run directory's resume removes such leftovers
+    of a killed process). The result gets the mode of the file it replaces, else the mode a normal new file
+    gets (0666 less the umask, usually 0644): ``mkstemp`` and safetensors' writer both make 0600 files.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp makes 0600 files; keep the mode of the file being replaced, else the usual 0644 (reports and
-    # results are meant to be read by others, e.g. served over HTTP).
-    tmp.chmod(target.stat().st_mode & 0o777 if target.exists() else 0o644)
+    mode = target.stat().st_mode & 0o777 if target.exists() else _default_mode()
     try:
         yield tmp
+        tmp.chmod(mode)  # after writing: some writers replace the file they are given
         os.replace(tmp, target)
     finally:
         if tmp.exists():
