@@ -125,6 +125,11 @@ class RunConfig(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Also send norms, edit and downstream metrics and timings to these experiment trackers "
+        "(files under the run directory; W&B in offline mode). Extras: seqedit[tensorboard|mlflow|wandb].",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

@@ -26,6 +26,7 @@ from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
 from seqedit.runner.store import RunStore, environment_info
 from seqedit.runner.summary import summarise
+from seqedit.runner.trackers import tracked
 from seqedit.utils.torch_utils import seed_everything
 
 
@@ -228,7 +229,9 @@ def run_experiment(
     max_steps: int | None = None,
 ) -> RunOutcome:
     """Run a sequential editing experiment described by ``config`` (see :class:`RunConfig`)."""
-    return SequentialRun(config, lm=lm, show_progress=show_progress).execute(resume=resume, max_steps=max_steps)
+    run = SequentialRun(config, lm=lm, show_progress=show_progress)
+    with tracked(run.store, config):
+        return run.execute(resume=resume, max_steps=max_steps)
 
 
 def resume_experiment(run_dir: str | Path, *, lm: LoadedModel | None = None, show_progress: bool = True) -> RunOutcome:

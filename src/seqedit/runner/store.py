@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,8 @@ class RunStore:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
+        # Called with (table, rows) after rows are appended (experiment trackers, runner/trackers.py).
+        self.observers: list[Callable[[str, list[dict[str, Any]]], None]] = []
 
     # ------------------------------------------------------------------ paths
     @property
@@ -115,7 +117,8 @@ class RunStore:
 
     # ------------------------------------------------------------------ tables
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        lines = [json.dumps(dict(r), default=json_default) + "\n" for r in rows]
+        written = [dict(r) for r in rows]
+        lines = [json.dumps(r, default=json_default) + "\n" for r in written]
         if not lines:
             return
         path = self.table_path(table)
@@ -123,6 +126,8 @@ class RunStore:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())
+        for observe in self.observers:
+            observe(table, written)
 
     def read(self, table: str) -> list[dict[str, Any]]:
         return read_jsonl(self.table_path(table))
