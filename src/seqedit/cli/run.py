@@ -38,12 +38,15 @@ def run_command(
     resume: Annotated[Path | None, typer.Option("--resume", help="Resume the run in this directory.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Run directory.")] = None,
     show_config: Annotated[bool, typer.Option("--show-config", help="Print every field with its default.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show every warning and library log.")] = False,
 ) -> None:
     """Edit a model with many facts in sequence, recording norms, activations, edit and downstream metrics."""
+    from seqedit.cli.terminal import setup_terminal
     from seqedit.runner.config import ConfigError, config_reference, load_config
     from seqedit.runner.run import resume_experiment, run_experiment
 
+    setup_terminal(quiet=quiet, verbose=verbose)
     console = Console()
     if show_config:
         console.print(config_reference(), markup=False, highlight=False)
