@@ -51,9 +51,10 @@ def test_quiet_turns_every_progress_bar_off_and_inner_work_reports_to_the_outer_
         assert not progress_allowed()  # the outer bar is the phase's one display
         note("key statistics, layers 3,4")
     assert seen == ["key statistics, layers 3,4"] and progress_allowed()
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     with warnings.catch_warnings():
         setup_terminal(quiet=True)
-    assert not progress_allowed()
+    assert not progress_allowed() and os.environ["TQDM_DISABLE"] == "1"
 
 
 def test_summary_prints_as_a_table_not_markdown(tmp_path):

@@ -43,6 +43,9 @@ def setup_terminal(*, quiet: bool = False, verbose: bool = False) -> None:
     """Configure warnings, library logging and progress bars for one CLI invocation."""
     if quiet:
         os.environ[PROGRESS_ENV] = "0"
+        # Libraries' own tqdm bars (e.g. transformers' GGUF conversion): tqdm reads TQDM_* defaults when it
+        # is first imported, which in the CLI happens after this point.
+        os.environ["TQDM_DISABLE"] = "1"
     warnings.showwarning = _with_location if verbose else _one_line
     if verbose:
         return
