@@ -15,7 +15,7 @@ from seqedit.data import load_edit_requests
 from seqedit.editors.registry import create_editor
 from seqedit.models import load
 from seqedit.models.tiny import build_tiny_model
-from seqedit.models.tokens import encode_prompt_targets, target_log_probs
+from seqedit.models.tokens import encode_prompt_targets
 from seqedit.runner.export import EXPORT_INFO, apply_to_model, cumulative_deltas, export_run
 from seqedit.runner.run import run_experiment
 from seqedit.runner.store import RunStore
@@ -113,40 +113,3 @@ def test_apply_an_edit_result_file_to_a_base_model_directory(tmp_path):
     with pytest.raises(ValueError, match="does not have"):
         apply_to_model(tmp_path / "edit.safetensors", build_tiny_model("gpt2", num_layers=2, hidden=32),
                        tmp_path / "bad")
-
-
-@pytest.mark.integration
-def test_embedded_model_round_trip_predicts_the_edited_facts(embedded_model, tmp_path):
-    """Three MEMIT edits of SmolLM2-135M, exported and reloaded with transformers: the new targets beat the
-    true ones, by more than in the unedited model; only the edited down_proj matrices differ from it."""
-    from seqedit.runner.config import RunConfig
-
-    config = RunConfig.model_validate({
-        "model": "smollm2-135m", "method": "memit", "dataset": {"name": "builtin"}, "num_edits": 3,
-        "batch_size": 3, "checkpoints": {"every": 3},
-        "hparams": {"mom2_n_samples": 64, "v_num_grad_steps": 12, "context_count": 2},
-        "evaluation": {"perplexity": False, "activations": False, "retention": "none"},
-        "output_dir": str(tmp_path / "run"),
-    })
-    outcome = run_experiment(config, show_progress=False)
-    assert outcome.status == "finished"
-    out = export_run(outcome.run_dir, tmp_path / "export")
-    reloaded = AutoModelForCausalLM.from_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    base = load("smollm2-135m").model
-    cases = {r["case_id"] for r in RunStore(outcome.run_dir).read("requests")}
-    requests = [r for r in load_edit_requests("builtin") if r.case_id in cases]
-
-    def margin(model):  # mean log-prob of the new target minus that of the true one, per fact
-        new = encode_prompt_targets(tokenizer, [r.full_prompt for r in requests], [r.target_new for r in requests])
-        true = encode_prompt_targets(tokenizer, [r.full_prompt for r in requests], [r.target_true for r in requests])
-        with torch.no_grad():
-            lp_new = target_log_probs(model(input_ids=new.input_ids, attention_mask=new.attention_mask).logits, new)[1]
-            lp_true = target_log_probs(model(input_ids=true.input_ids, attention_mask=true.attention_mask).logits, true)[1]
-        return lp_new - lp_true
-
-    after, before = margin(reloaded), margin(base)
-    assert bool((after > 0).all()) and bool((after > before).all()), (after, before)
-    base_params, edited = _params(base), _params(reloaded)
-    changed = [n for n in base_params if not torch.equal(base_params[n], edited[n])]
-    assert changed and all("mlp.down_proj" in n for n in changed)
