@@ -21,7 +21,7 @@ from seqedit.data.registry import dataset_names
 
 EXPECTED_NAMES = {
     "counterfact", "counterfact-train", "zsre", "known-facts", "wikitext2-valid", "wikitext2-test",
-    "sst2", "mrpc", "cola", "rte", "nli", "mmlu", "builtin",
+    "sst2", "mrpc", "cola", "rte", "nli", "mmlu", "builtin", "builtin-prose",
 }  # fmt: skip
 
 

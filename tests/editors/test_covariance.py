@@ -8,6 +8,7 @@ import pytest
 import torch
 from tolerances import assert_close_rel
 
+from seqedit.data.prose import builtin_prose_path, read_builtin_prose
 from seqedit.editors import covariance
 from seqedit.editors.covariance import load_corpus, second_moments, split_paragraphs, weights_fingerprint
 from seqedit.models import hooks
@@ -113,9 +114,10 @@ def test_interrupted_accumulation_resumes(tiny_llama, corpus_file, tmp_path, mon
 
 def test_corpus_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("SEQEDIT_DATA_DIR", raising=False)
-    with pytest.warns(UserWarning, match="built-in"):
+    with pytest.warns(UserWarning, match="built-in English prose"):
         corpus = load_corpus("wikitext2")
-    assert corpus.fallback and corpus.name == "builtin" and len(corpus.samples) > 10
+    assert corpus.fallback and corpus.name == "builtin-prose"
+    assert load_corpus("builtin").name == "builtin"
     with pytest.raises(ValueError, match="unknown covariance corpus"):
         load_corpus(str(tmp_path / "missing.txt"))
     assert split_paragraphs(" = Title = \n Some text @-@ here , 3 @,@ 000 .\n", wikitext=True) == [
@@ -123,11 +125,39 @@ def test_corpus_resolution(monkeypatch, tmp_path):
     ]
 
 
-def test_fallback_with_a_model_samples_text_from_it(monkeypatch, tmp_path, tiny_llama):
+def test_builtin_prose_is_real_text_in_passages_of_paragraph_length(tiny_llama):
+    """The shipped sample: >= 40k tokens of English (SmolLM2's BPE gives ~1.3 tokens per word; the tiny
+    models' byte tokenizer would count characters), passages near 800 characters, nothing dropped."""
+    corpus = load_corpus("builtin-prose")
+    words = sum(len(p.split()) for p in corpus.samples)
+    assert words > 40_000 / 1.3
+    lengths = sorted(len(p) for p in corpus.samples)
+    assert 400 < lengths[len(lengths) // 2] <= 1200
+    paragraphs = read_builtin_prose(passage_chars=None)
+    assert "\n".join(corpus.samples) == "\n".join(paragraphs)  # passages are the paragraphs, regrouped
+    assert load_corpus("builtin-prose").sha256 == corpus.sha256  # stable cache key
+    assert paragraphs[0].startswith("Sir Walter Elliot, of Kellynch Hall")
+    common = {"the", "and", "of", "to", "a", "in", "was", "her", "she", "he"}
+    tokens = [w.strip(".,;:!?\"'").lower() for p in paragraphs for w in p.split()]
+    assert sum(t in common for t in tokens) / len(tokens) > 0.15  # ordinary English function-word rate
+
+
+def test_builtin_prose_is_a_registered_bundled_text_dataset(monkeypatch):
+    from seqedit.data import describe_datasets, load_text
+
     monkeypatch.delenv("SEQEDIT_DATA_DIR", raising=False)
-    with pytest.warns(UserWarning, match="sampled from the model"):
-        corpus = load_corpus("wikitext2", tiny_llama)
-    assert corpus.fallback and corpus.name == "generated"
+    info = {i.name: i for i in describe_datasets()}["builtin-prose"]
+    assert info.found and info.kind == "text" and info.records == len(read_builtin_prose(passage_chars=None))
+    assert "public domain" in info.licence
+    assert load_text("builtin-prose", limit=1)[0].startswith("Sir Walter Elliot")
+    notice = builtin_prose_path().with_name("NOTICE.md").read_text(encoding="utf-8")
+    assert "public domain" in notice and "Julia Silge" in notice
+
+
+def test_generated_corpus_is_sampled_from_the_model(monkeypatch, tmp_path, tiny_llama):
+    monkeypatch.setenv("SEQEDIT_CACHE_DIR", str(tmp_path))
+    corpus = load_corpus("generated", tiny_llama)
+    assert corpus.name == "generated" and not corpus.fallback
     assert len(corpus.samples) == covariance.GENERATED_SAMPLES
     state = torch.random.get_rng_state()
     again = covariance.generated_corpus(tiny_llama)  # read back from the cache, same text

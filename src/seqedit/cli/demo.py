@@ -3,6 +3,7 @@ on the same facts, then per-run reports and a side-by-side comparison. Runs offl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -78,13 +79,18 @@ def demo_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to edit.")] = "smollm2-135m",
     methods: Annotated[str, typer.Option(help="Comma-separated methods to compare.")] = ",".join(DEFAULT_METHODS),
     num_edits: Annotated[int | None, typer.Option(help="Override the number of edits.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show every warning and library log.")] = False,
 ) -> None:
     """Edit the embedded model in sequence with MEMIT and ENCORE, then write reports and a comparison."""
+    from seqedit.cli.report import print_summary
+    from seqedit.cli.terminal import setup_terminal
     from seqedit.report import write_comparison, write_report
     from seqedit.runner.config import RunConfig
     from seqedit.runner.run import run_experiment
     from seqedit.runner.store import RunStore
 
+    setup_terminal(quiet=quiet, verbose=verbose)
     console = Console()
     size = QUICK if quick else FULL
     if num_edits is not None:
@@ -98,12 +104,17 @@ def demo_command(
         f"facts from '{dataset}', methods {', '.join(chosen)} -> {out}"
     )
     run_dirs = []
+    summaries: dict[str, dict[str, Any]] = {}
     for method in chosen:
         config = RunConfig.model_validate(demo_config_data(method, size, model, dataset, out))
         store = RunStore(config.output_dir)
         resume = store.exists() and store.read_progress()["status"] != "failed"
         console.print(f"\n[bold]{method}[/bold]" + (" (resuming)" if resume else ""))
-        outcome = run_experiment(config, resume=resume)
+        outcome = run_experiment(config, resume=resume, show_progress=not quiet)
+        summary_file = outcome.run_dir / "summary.json"  # also there when an already finished run is reused
+        summaries[method] = outcome.summary or (
+            json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
+        )
         console.print(f"{method}: {outcome.status} after {outcome.n_edits} edits")
         if outcome.completed_steps:
             report = write_report(outcome.run_dir)
@@ -111,6 +122,48 @@ def demo_command(
             run_dirs.append(outcome.run_dir)
     if len(run_dirs) >= 2:
         comparison = write_comparison(run_dirs, out / "comparison")
-        summary = (out / "comparison" / "summary.md").read_text(encoding="utf-8")
-        console.print("\n" + summary, markup=False, highlight=False)
+        console.print()
+        print_summary(console, out / "comparison" / "summary.md")
+        line = encore_trade_off(summaries, out)
+        if line:
+            console.print(line, highlight=False)
         console.print(f"[green]Comparison report:[/green] {comparison.resolve()}")
+
+
+def _final(summary: dict[str, Any], key: str) -> float | None:
+    if key.startswith("norms/"):
+        value = summary.get("norms", {}).get(key.removeprefix("norms/"))
+    else:
+        value = summary.get("metrics", {}).get(key, {}).get("final")
+    return None if value is None else float(value)
+
+
+def encore_trade_off(summaries: dict[str, dict[str, Any]], out: Path) -> str | None:
+    """One line under the table: ENCORE's efficacy and norm growth against MEMIT's, with its λ_n, taken
+    from the two runs just made (nothing is tuned for the demo)."""
+    if not {"memit", "encore"} <= summaries.keys():
+        return None
+    memit, encore = summaries["memit"], summaries["encore"]
+    efficacy = [_final(s, "edit/efficacy_score/all") for s in (encore, memit)]
+    distance = [_final(s, "norms/changed_dist_from_init_mean") for s in (encore, memit)]
+    if None in efficacy or None in distance:
+        return None
+    norm_lambda = _norm_lambda(out / "encore")
+    lam = f"λ_n = {norm_lambda:g}" if norm_lambda is not None else "its λ_n"
+    return (
+        f"ENCORE ({lam}) trades efficacy for a smaller update: efficacy {efficacy[0]:.2f} vs MEMIT's "
+        f"{efficacy[1]:.2f} on all facts so far, ‖W−W₀‖ {distance[0]:.2f} vs {distance[1]:.2f} per edited matrix; "
+        "a smaller hparams.norm_lambda buys efficacy with more growth."
+    )
+
+
+def _norm_lambda(run_dir: Path) -> float | None:
+    """ENCORE's λ_n as the editor used it (its resolved config, recorded with the first step's result)."""
+    from seqedit.runner.store import RunStore
+
+    try:
+        config = RunStore(run_dir).load_ledger(1).info.get("config", {})
+    except (OSError, RuntimeError, ValueError):
+        return None
+    value = config.get("norm_lambda")
+    return None if value is None else float(value)

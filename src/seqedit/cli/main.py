@@ -56,6 +56,17 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _terminal(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (results and errors only).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show every warning and library log, with its source.")] = False,
+) -> None:
+    """Localized sequential knowledge editing of language models, with the damage made visible."""
+    from seqedit.cli.terminal import setup_terminal
+
+    setup_terminal(quiet=quiet, verbose=verbose)
+
+
 def _console() -> Console:
     return Console()
 
@@ -209,6 +220,7 @@ def _register_subcommands() -> None:
     from seqedit.cli import intervene, mend
     from seqedit.cli import report as report_cli
     from seqedit.cli.demo import demo_command
+    from seqedit.cli.export import apply_command, export_command
     from seqedit.cli.run import run_command
     from seqedit.cli.study import study_command
     from seqedit.cli.sweep import sweep_command
@@ -217,6 +229,8 @@ def _register_subcommands() -> None:
     app.command("run")(run_command)
     app.command("sweep")(sweep_command)
     app.command("study")(study_command)
+    app.command("export")(export_command)
+    app.command("apply")(apply_command)
     report_cli.register(app)
     app.add_typer(mend.app, name="mend")
     app.add_typer(intervene.app, name="intervene")

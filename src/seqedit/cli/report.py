@@ -12,7 +12,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.table import Table
 
 
@@ -68,20 +67,25 @@ def compare(
 
 
 def print_summary(console: Console, markdown_file: Path) -> None:
-    """The summary table as Markdown when it fits the terminal, else transposed (one column per run)."""
+    """The summary table as a rich table: one row per run when it fits the terminal, else transposed
+    (one column per run)."""
     text = markdown_file.read_text(encoding="utf-8")
     rows = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in text.splitlines() if line]
     header, body = rows[0], rows[2:]
     widths = [max(len(r[i]) for r in [header, *body]) + 3 for i in range(len(header))]
-    if sum(widths) <= console.width:
-        console.print(Markdown(text))
-        return
     table = Table(show_header=True, header_style="bold")
-    table.add_column(header[0], no_wrap=True)
-    for row in body:
-        table.add_column(row[0], justify="right", overflow="fold")
-    for i, name in enumerate(header[1:], start=1):
-        table.add_row(name, *(row[i] for row in body))
+    if sum(widths) <= console.width:
+        table.add_column(header[0], no_wrap=True)
+        for name in header[1:]:
+            table.add_column(name, justify="right")
+        for row in body:
+            table.add_row(*row)
+    else:
+        table.add_column(header[0], no_wrap=True)
+        for row in body:
+            table.add_column(row[0], justify="right", overflow="fold")
+        for i, name in enumerate(header[1:], start=1):
+            table.add_row(name, *(row[i] for row in body))
     console.print(table)
 
 

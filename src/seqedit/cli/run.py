@@ -48,15 +48,18 @@ def run_command(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars (edits, key statistics, weight loading).")
     ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show every warning and library log.")] = False,
     threads: Annotated[
         int, typer.Option(min=0, help="torch CPU threads (0: torch's default); recorded in environment.json.")
     ] = 0,
 ) -> None:
     """Edit a model with many facts in sequence, recording norms, activations, edit and downstream metrics."""
+    from seqedit.cli.terminal import setup_terminal
     from seqedit.runner.config import config_reference, load_config
     from seqedit.runner.run import resume_experiment, run_experiment
     from seqedit.runner.store import set_threads
 
+    setup_terminal(quiet=quiet, verbose=verbose)
     console = Console()
     if show_config:
         console.print(config_reference(), markup=False, highlight=False)

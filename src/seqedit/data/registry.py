@@ -26,6 +26,7 @@ from seqedit.data.downstream import (
 from seqedit.data.edit_files import read_edit_file
 from seqedit.data.errors import DatasetNotFoundError, UnknownDatasetError
 from seqedit.data.known_facts import read_known_facts
+from seqedit.data.prose import BUILTIN_PROSE, PROSE_CITATION, PROSE_LICENCE, builtin_prose_path
 from seqedit.data.records import EditRequest, KnownFact, MultipleChoiceExample, TextClassificationExample
 from seqedit.data.report import LoadReport
 from seqedit.data.text import TextUnit, read_wikitext
@@ -219,7 +220,20 @@ _SPECS: tuple[DatasetSpec, ...] = (
         licence="Apache-2.0",
         bundled=True,
     ),
+    DatasetSpec(
+        name=BUILTIN_PROSE,
+        kind="text",
+        paths=(),
+        reader=read_wikitext,
+        description="English prose shipped with the package (Jane Austen, ~43.6k words, one paragraph per "
+        "line): key statistics when WikiText-2 is absent.",
+        url=None,
+        citation=PROSE_CITATION,
+        licence=PROSE_LICENCE,
+        bundled=True,
+    ),
 )
+_BUNDLED_PATHS: Mapping[str, Callable[[], Path]] = {"builtin": builtin_facts_path, BUILTIN_PROSE: builtin_prose_path}
 
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 
@@ -262,7 +276,7 @@ def dataset_path(name: str, data_dir: str | os.PathLike[str] | None = None) -> P
     """The file of a registered dataset, or DatasetNotFoundError saying where we looked and where to get it."""
     spec = get_spec(name)
     if spec.bundled:
-        return builtin_facts_path()
+        return _BUNDLED_PATHS[spec.name]()
     base = resolve_data_dir(data_dir)
     looked: list[Path] = []
     if base is not None:

@@ -23,14 +23,15 @@ tensor contributes its name, shape, dtype and a strided sample of at most 4,096 
 costs the same for a 135M and an 8B model.
 
 Corpus: ``wikitext2`` (the default) reads ``text/wikitext2-test.txt`` from the data directory
-(``SEQEDIT_DATA_DIR``). Without a data directory it falls back to ``generated``: text the model itself
-samples (nucleus sampling, p = 0.95) from the openings of the sentences of a small English text shipped
-with the package, generated once per model and kept in the cache (about 9,000 tokens), and it marks the
-result as a fallback. The shipped text alone (``builtin``, about 1,300 words written for this project, some
-1,500 tokens) is too short: with fewer tokens than the key dimension ``C`` is singular and a MEMIT update
-in its null space is unbounded (measured: ‖W‖ ×269 after 6 edits on SmolLM2). A warning is raised whenever
-``C`` averages over fewer than twice as many tokens as it has dimensions. Any ``.txt`` file path works too
-(paragraphs separated by blank lines, or one per line).
+(``SEQEDIT_DATA_DIR``). Without a data directory it falls back to ``builtin-prose``, real English prose
+shipped with the package (Jane Austen, about 56,000 SmolLM2 tokens; ``seqedit.data.prose``), and marks the
+result as a fallback. Its samples are passages of consecutive paragraphs of about 800 characters, close to
+the length of a WikiText-2 paragraph. ``generated`` (text the model samples from sentence openings of the
+small ``builtin`` text, cached per model) is still available by name; it costs minutes of sampling on a CPU.
+The ``builtin`` text alone (about 1,500 tokens) is too short: with fewer tokens than the key dimension ``C``
+is singular and a MEMIT update in its null space is unbounded (measured: ‖W‖ ×269 after 6 edits on
+SmolLM2). A warning is raised whenever ``C`` averages over fewer than twice as many tokens as it has
+dimensions. Any ``.txt`` file path works too (paragraphs separated by blank lines, or one per line).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from typing import Any
 
 import torch
 
+from seqedit.data.prose import BUILTIN_PROSE, read_builtin_prose
 from seqedit.editors.keys import pad_rows
 from seqedit.editors.solvers import solve_device
 from seqedit.models import hooks
@@ -57,6 +59,7 @@ from seqedit.settings import get_settings
 from seqedit.utils.hashing import sha256_text, tensor_digest
 from seqedit.utils.io import load_tensors, save_tensors_atomic, write_text_atomic
 from seqedit.utils.paths import safe_path_component
+from seqedit.utils.progress import note, progress_allowed
 from seqedit.utils.torch_utils import resolve_dtype
 
 DEFAULT_CORPUS = "wikitext2"
@@ -110,6 +113,12 @@ def split_paragraphs(text: str, *, wikitext: bool = False) -> list[str]:
     return blocks
 
 
+def builtin_prose_corpus(*, fallback: bool = False) -> Corpus:
+    """The English prose sample shipped with seqedit, as passages (see :mod:`seqedit.data.prose`)."""
+    passages = tuple(read_builtin_prose())
+    return Corpus(BUILTIN_PROSE, "package:data/prose/austen.txt", sha256_text("\n\n".join(passages)), passages, fallback)
+
+
 def builtin_corpus(*, fallback: bool = False) -> Corpus:
     text = _builtin_text()
     return Corpus(BUILTIN_CORPUS, "package:builtin_corpus.txt", sha256_text(text), tuple(split_paragraphs(text)), fallback)
@@ -154,8 +163,9 @@ def generated_corpus(
         try:
             with torch.random.fork_rng(devices=devices):  # leave the caller's random streams untouched
                 torch.manual_seed(seed)
+                note("generating statistics text")
                 for start in tqdm(range(0, n_samples, GENERATED_BATCH), desc="generating statistics text",
-                                  disable=not progress):
+                                  disable=not progress_allowed(progress)):
                     chunk = prompts[start : start + GENERATED_BATCH]
                     batch = tokenizer(chunk, return_tensors="pt", padding=True).to(lm.device)
                     out = lm.model.generate(
@@ -172,8 +182,11 @@ def generated_corpus(
 
 
 def load_corpus(name_or_path: str = DEFAULT_CORPUS, lm: LoadedModel | None = None) -> Corpus:
-    """Resolve a corpus by name (``wikitext2``, ``wikitext2-valid``, ``generated``, ``builtin``) or ``.txt``
-    path. ``generated`` (and the fallback when WikiText-2 is unavailable) needs the model ``lm``."""
+    """Resolve a corpus by name (``wikitext2``, ``wikitext2-valid``, ``builtin-prose``, ``generated``,
+    ``builtin``) or ``.txt`` path. ``generated`` needs the model ``lm``. WikiText-2 without a data directory
+    falls back to ``builtin-prose``."""
+    if name_or_path == BUILTIN_PROSE:
+        return builtin_prose_corpus()
     if name_or_path == BUILTIN_CORPUS:
         return builtin_corpus()
     if name_or_path == GENERATED_CORPUS:
@@ -185,20 +198,19 @@ def load_corpus(name_or_path: str = DEFAULT_CORPUS, lm: LoadedModel | None = Non
         path = data_dir / "text" / _WIKITEXT_FILES[name_or_path] if data_dir else None
         if path is None or not path.is_file():
             where = f"{path} does not exist" if path else "SEQEDIT_DATA_DIR is not set"
-            instead = "text sampled from the model itself" if lm is not None else "the small built-in English text"
             warnings.warn(
-                f"covariance corpus '{name_or_path}' is unavailable ({where}); using {instead} instead -- "
-                "the statistics will be rough. Set SEQEDIT_DATA_DIR for real statistics.",
+                f"key statistics: corpus '{name_or_path}' is unavailable ({where}); using the built-in English "
+                "prose sample (Jane Austen, ~56k tokens) instead.",
                 stacklevel=2,
             )
-            return generated_corpus(lm, fallback=True) if lm is not None else builtin_corpus(fallback=True)
+            return builtin_prose_corpus(fallback=True)
         text = path.read_text(encoding="utf-8")
         return Corpus(name_or_path, str(path), sha256_text(text), tuple(split_paragraphs(text, wikitext=True)))
     path = Path(name_or_path).expanduser()
     if not path.is_file():
         raise ValueError(
             f"unknown covariance corpus '{name_or_path}': not one of "
-            f"{sorted([*_WIKITEXT_FILES, BUILTIN_CORPUS, GENERATED_CORPUS])} and not an existing text file"
+            f"{sorted([*_WIKITEXT_FILES, BUILTIN_PROSE, BUILTIN_CORPUS, GENERATED_CORPUS])} and not an existing text file"
         )
     text = path.read_text(encoding="utf-8")
     samples = tuple(split_paragraphs(text))
@@ -419,10 +431,9 @@ def _accumulate(
     total_tokens = sum(len(t) for t in token_lists)
     done_tokens = sum(len(token_lists[i]) for b in batches[: partial.batches_done] for i in b)
     last_save = time.monotonic()
-    bar = tqdm(
-        total=total_tokens, initial=done_tokens, unit="tok", disable=not progress,
-        desc=f"key statistics, layers {','.join(map(str, layers))}",
-    )
+    what = f"key statistics, layers {','.join(map(str, layers))}"
+    note(f"{what} ({total_tokens:,} tokens of {text.name})")
+    bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", disable=not progress_allowed(progress), desc=what)
     was_training = lm.model.training
     lm.model.eval()
     try:

@@ -92,7 +92,7 @@ class LocateEditConfig(StabiliserSettings):
         10, ge=1, description="Tokens per sampled prefix (new tokens; 'released': in total, seed included)."
     )
     # ---- key statistics
-    mom2_corpus: str = Field(DEFAULT_CORPUS, description="Corpus of E[kkᵀ]: wikitext2, generated (sampled from the model), builtin or a .txt path.")
+    mom2_corpus: str = Field(DEFAULT_CORPUS, description="Corpus of E[kkᵀ]: wikitext2 (falls back to builtin-prose without a data directory), builtin-prose, generated (sampled from the model), builtin or a .txt path.")
     mom2_n_samples: int = Field(300, ge=1, description="Corpus paragraphs used for E[kkᵀ] (papers: 1e4-1e5).")
     mom2_max_length: int = Field(256, ge=2, description="Tokens per paragraph (longer ones are cut).")
     mom2_dtype: Literal["float32", "float64"] = Field("float32", description="Precision of kᵀk products.")

@@ -74,6 +74,24 @@ class ProbeSpec(_Strict):
     layers: list[int] | None = Field(None, description="Layers to monitor; null: all layers.")
 
 
+class LMEvalSpec(_Strict):
+    """lm-evaluation-harness tasks at checkpoints (``pip install "seqedit[lm-eval]"``)."""
+
+    tasks: list[str] = Field(min_length=1, description="Task or group names known to lm-evaluation-harness.")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples; null: each task's default.")
+    limit: int | None = Field(100, ge=1, description="Examples per task (null: all of them; slow on a CPU).")
+    include_path: str | None = Field(None, description="Directory of extra task YAML files (tasks over local files).")
+    batch_size: int = Field(8, ge=1, description="Batch size of the harness's forward passes.")
+
+    @model_validator(mode="after")
+    def _installed(self) -> LMEvalSpec:
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise ValueError('evaluation.lm_eval needs lm-evaluation-harness: pip install "seqedit[lm-eval]"')
+        return self
+
+
 class EvaluationSpec(_Strict):
     edit_metrics: bool = Field(True, description="Edit metrics (efficacy, paraphrase, neighbourhood) at checkpoints.")
     retention: Literal["all", "sample", "fixed", "none"] = Field(
@@ -94,6 +112,9 @@ class EvaluationSpec(_Strict):
     downstream_examples: int = Field(50, ge=1, description="Examples per downstream task.")
     downstream_shots: int = Field(3, ge=0, description="Few-shot demonstrations per prompt.")
     batch_size: int = Field(16, ge=1, description="Batch size of evaluation forward passes.")
+    lm_eval: LMEvalSpec | None = Field(
+        None, description="Also run lm-evaluation-harness tasks at checkpoints (group downstream, scope the task)."
+    )
 
     @field_validator("downstream_tasks")
     @classmethod
@@ -138,6 +159,11 @@ class RunConfig(_Strict):
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
     health: HealthSpec = Field(
         default_factory=HealthSpec, description="Divergence checks and collapse criteria (runner/health.py)."
+    )
+    trackers: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=list,
+        description="Also send norms, edit and downstream metrics and timings to these experiment trackers "
+        "(files under the run directory; W&B in offline mode). Extras: seqedit[tensorboard|mlflow|wandb].",
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ which catches overrides and hand edits of ``config.yaml`` alike, and the editor 
 the recorded settings, which catches a changed per-model default in a newer seqedit.
 
 What may change on resume (``SAFE_ON_RESUME``, see docs/design.md "Resume"): ``name`` (a report label),
-``checkpoints`` (when to measure from now on; measurements already made are kept) and ``health`` (the
+``checkpoints`` (when to measure from now on; measurements already made are kept), ``trackers`` (where results are mirrored) and ``health`` (the
 divergence and collapse thresholds, re-read from the recorded rows on resume). Nothing else: the fact
 stream, the probes, the editor, the evaluation and the seed all shape rows that are already written, and
 ``num_edits`` decides which held-out facts are the activation probes (the facts after the last edit) and
@@ -28,7 +28,7 @@ from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_c
 from seqedit.utils.io import json_default, write_json_atomic, write_text_atomic
 
 EDITOR_FILE = "editor.json"
-SAFE_ON_RESUME = frozenset({"name", "checkpoints", "health", "output_dir"})
+SAFE_ON_RESUME = frozenset({"name", "checkpoints", "health", "trackers", "output_dir"})
 MAX_LISTED = 12
 
 

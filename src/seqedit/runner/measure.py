@@ -14,13 +14,14 @@ from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditResult
 from seqedit.evaluate.downstream import DownstreamConfig, DownstreamEvaluator
 from seqedit.evaluate.edit_metrics import EditEvalConfig, FluencyConfig, evaluate_edits
+from seqedit.evaluate.lm_eval import LMEvalConfig, LMEvalEvaluator
 from seqedit.evaluate.perplexity import PerplexityConfig, PerplexityEvaluator
 from seqedit.models.adapters.base import MatrixInfo
 from seqedit.models.loading import LoadedModel
 from seqedit.monitor.activations import ActivationMonitor
 from seqedit.monitor.norms import NormMonitor
 from seqedit.monitor.probes import BUILTIN_PROBE_PROMPTS, build_probe_set
-from seqedit.runner.config import RunConfig
+from seqedit.runner.config import ConfigError, RunConfig
 from seqedit.settings import get_settings
 
 ZSRE_METRICS = frozenset({"rewrite_acc", "paraphrase_acc", "neighborhood_acc"})
@@ -92,6 +93,7 @@ class Measurements:
         )
         self.downstream = self._downstream()
         self.perplexity = self._perplexity()
+        self.lm_eval = self._lm_eval()
 
     # ------------------------------------------------------------------ optional evaluators
     def _downstream(self) -> DownstreamEvaluator | None:
@@ -107,6 +109,17 @@ class Measurements:
                 seed=self.config.seed, batch_size=ev.batch_size,
             )
         )
+
+    def _lm_eval(self) -> LMEvalEvaluator | None:
+        spec = self.config.evaluation.lm_eval
+        if spec is None:
+            return None
+        config = LMEvalConfig(tasks=tuple(spec.tasks), num_fewshot=spec.num_fewshot, limit=spec.limit,
+                              include_path=spec.include_path, batch_size=spec.batch_size)
+        try:
+            return LMEvalEvaluator(config)
+        except ValueError as exc:  # unknown task names
+            raise ConfigError(str(exc)) from exc
 
     def _perplexity(self) -> PerplexityEvaluator | None:
         ev = self.config.evaluation
@@ -180,6 +193,8 @@ class Measurements:
             rows += self.downstream.evaluate(self.lm).rows()
         if self.perplexity is not None:
             rows += self.perplexity.evaluate(self.lm).rows()
+        if self.lm_eval is not None:
+            rows += self.lm_eval.evaluate(self.lm)
         return self._stamp(rows, step, n_edits)
 
     # ------------------------------------------------------------------ state

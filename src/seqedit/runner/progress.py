@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from types import TracebackType
 
 from rich.progress import (
@@ -13,10 +14,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from seqedit.utils.progress import outer_display, progress_allowed
+
 
 class StepProgress:
     def __init__(self, total_edits: int, done: int = 0, *, enabled: bool = True, label: str = "editing") -> None:
-        self.enabled = enabled
+        self.enabled = progress_allowed(enabled)
+        self._scope = ExitStack()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -27,7 +31,7 @@ class StepProgress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[note]}"),
-            disable=not enabled,
+            disable=not self.enabled,
             transient=False,
         )
         self._task = self._progress.add_task(label, total=total_edits, completed=done, rate="", note="")
@@ -35,11 +39,14 @@ class StepProgress:
 
     def __enter__(self) -> StepProgress:
         self._progress.start()
+        if self.enabled:  # inner work (key statistics) shows its status in this bar's note column
+            self._scope.enter_context(outer_display(self.note))
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._scope.close()
         self._progress.stop()
 
     def advance(self, edits: int) -> None:

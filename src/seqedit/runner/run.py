@@ -34,6 +34,7 @@ from seqedit.runner.store import SNAPSHOT_EVERY, RunDirectoryError, RunStore, en
 from seqedit.runner.summary import summarise
 from seqedit.runner.validate import validate_output_dir, validate_with_model
 from seqedit.utils.io import write_json_atomic
+from seqedit.runner.trackers import tracked
 from seqedit.utils.torch_utils import seed_everything
 
 
@@ -403,7 +404,9 @@ def run_experiment(
     max_steps: int | None = None,
 ) -> RunOutcome:
     """Run a sequential editing experiment described by ``config`` (see :class:`RunConfig`)."""
-    return SequentialRun(config, lm=lm, show_progress=show_progress).execute(resume=resume, max_steps=max_steps)
+    run = SequentialRun(config, lm=lm, show_progress=show_progress)
+    with tracked(run.store, config):
+        return run.execute(resume=resume, max_steps=max_steps)
 
 
 def resume_experiment(

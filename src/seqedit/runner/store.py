@@ -106,6 +106,8 @@ class RunStore:
         self.root = Path(run_dir)
         # Edit runs set this (False at the start, True once step 0 is recorded); written into progress.json.
         self.baseline_complete: bool | None = None
+        # Called with (table, rows) after rows are appended (experiment trackers, runner/trackers.py).
+        self.observers: list[Callable[[str, list[dict[str, Any]]], None]] = []
 
     # ------------------------------------------------------------------ paths
     @property
@@ -259,7 +261,8 @@ class RunStore:
 
     # ------------------------------------------------------------------ tables
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
-        lines = [dumps_row(r) + "\n" for r in rows]  # NaN/Inf -> null, flagged in the row
+        written = [dict(r) for r in rows]
+        lines = [dumps_row(r) + "\n" for r in written]  # NaN/Inf -> null, flagged in the row
         if not lines:
             return
         path = self.table_path(table)
@@ -267,6 +270,8 @@ class RunStore:
             fh.writelines(lines)
             fh.flush()
             os.fsync(fh.fileno())
+        for observe in self.observers:
+            observe(table, written)
 
     def read(self, table: str) -> list[dict[str, Any]]:
         return read_jsonl(self.table_path(table))
