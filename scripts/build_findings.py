@@ -57,9 +57,12 @@ an exponential fits ‖W − W₀‖ best, the log-log slope exceeds 1 and ‖δ
 """
 
 
-def readme_table(found: list) -> str:
+def readme_table(found: list, findings: list) -> str:
     rows = ["| claim | verdict on SmolLM2-135M |", "|---|---|"]
     rows += [f"| {v.claim}: {v.title} | **{v.verdict}** |" for v in found]
+    sizes = ", ".join(f"{f.name} {f.size} {'steps' if f.kind == 'intervention' else 'edits'}"
+                      + ("" if f.status == "finished" else f" ({f.status})") for f in findings)
+    rows += ["", f"From the committed runs so far: {sizes}. Runs of the study that are not listed have not started yet."]
     return "\n".join(rows)
 
 
@@ -85,7 +88,7 @@ def main() -> None:
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
         pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-        text = pattern.sub(f"{README_START}\n{readme_table(found)}\n{README_END}", text)
+        text = pattern.sub(f"{README_START}\n{readme_table(found, [f for _, f in analysed])}\n{README_END}", text)
         args.readme.write_text(text, encoding="utf-8")
     print(f"wrote {page} and {images}/")
 

@@ -151,3 +151,26 @@ def test_spectra_are_rebuilt_from_the_ledger_at_checkpoints(tmp_path):
     first = {r["matrix"]: r for r in rows if r["step"] == 0}
     for matrix, row in first.items():
         assert row["sigma_max"] == pytest.approx(float(torch.linalg.svdvals(before[matrix + ".weight"].double())[0]))
+
+
+def test_the_committed_findings_rebuild_from_the_committed_results(tmp_path):
+    """scripts/build_findings.py reads only results/seed-findings: the page and the README table rebuild."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if not any((root / "results" / "seed-findings").glob("*/progress.json")):
+        pytest.skip("no committed study results")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- findings-table:start -->\nold\n<!-- findings-table:end -->\n", encoding="utf-8")
+    subprocess.run([sys.executable, str(root / "scripts" / "build_findings.py"), "--docs", str(tmp_path / "docs"),
+                    "--readme", str(readme)], check=True, capture_output=True)
+    page = (tmp_path / "docs" / "findings.md").read_text(encoding="utf-8")
+    assert all(f"## {claim}:" in page for claim in ("C1", "C2", "C3", "C4", "C5", "loop"))
+    table = readme.read_text(encoding="utf-8")
+    assert "old" not in table and "| C2:" in table
+    committed = (root / "README.md").read_text(encoding="utf-8")
+    for line in table.splitlines():  # the committed README carries the table the committed results give
+        if line.startswith("| C"):
+            assert line in committed, line
