@@ -35,7 +35,6 @@ def test_rrome_update_maps_the_mean_key_to_the_bare_prompts_target_value(tiny_ll
     per_template = _keys_per_template(lm, request, contexts, layer)
     k_mean, k_bare = per_template.mean(0), per_template[0]
     w0 = lm.adapter.weight(lm.adapter.mlp_out_proj(layer)).double().clone()
-    h = keys_and_hidden(lm, [request], contexts, [], hidden_layer=layer).hidden[0].double()
     result = editor.apply(lm, [request])
     delta = result.deltas[lm.adapter.mlp_out_proj(layer) + ".weight"].double()
     delta = lm.adapter.from_native(lm.adapter.mlp_out_proj(layer), delta)

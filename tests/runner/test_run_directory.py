@@ -20,8 +20,8 @@ import torch
 from seqedit.editors.base import EditResult
 from seqedit.models.tiny import build_tiny_model
 from seqedit.runner import run as run_module
-from seqedit.runner.run import SequentialRun, resume_experiment, run_experiment
 from seqedit.runner.config import ConfigError
+from seqedit.runner.run import SequentialRun, resume_experiment, run_experiment
 from seqedit.runner.store import LOCK_NAME, RunDirectoryError, RunStore
 from seqedit.utils import io as io_module
 

@@ -6,15 +6,22 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import torch
 import pytest
+import torch
 import yaml
 
 from seqedit.report.findings import FIGURES, write_findings
 from seqedit.runner.config import ConfigError
 from seqedit.runner.run import run_experiment
 from seqedit.runner.store import RunStore
-from seqedit.runner.study import collect_results, load_study, refresh_spectra, run_state, run_study, study_runs
+from seqedit.runner.study import (
+    collect_results,
+    load_study,
+    refresh_spectra,
+    run_state,
+    run_study,
+    study_runs,
+)
 
 TINY_MEMIT = {  # as in conftest.py: a small MEMIT on a tiny model
     "layers": [1, 2], "v_num_grad_steps": 4, "mom2_corpus": "builtin", "mom2_n_samples": 20, "mom2_max_length": 64,

@@ -25,7 +25,6 @@ from seqedit.models.adapters.base import ArchitectureAdapter
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.io import load_tensors, save_tensors_atomic
 
-
 # Separates a parameter name from a compact delta's part in a saved EditResult's keys.
 COMPACT_SEP = "::"
 

@@ -22,8 +22,8 @@ from pydantic import Field, field_validator
 from seqedit.editors.base import EditorConfig
 from seqedit.editors.keys import KeyAverage
 from seqedit.editors.locate import LayerContext, LocateEditEditor, PreservingConfig
-from seqedit.models.loading import LoadedModel
 from seqedit.editors.solvers import rank_one_update
+from seqedit.models.loading import LoadedModel
 
 
 class ROMEConfig(PreservingConfig):

@@ -36,7 +36,6 @@ from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import PromptTargetBatch, target_log_probs
 
 
-
 class UltraEditConfig(EditorConfig):
     layers: list[int] | None = Field(
         None, description="Layers whose MLP out-projection is edited. None: 5 layers ending 4 below the top."

@@ -1,6 +1,12 @@
 """Monitors, read-only on the model: weight norms after every step, activation drift at checkpoints."""
 
-from seqedit.monitor.activations import ActivationMonitor, ActivationReport, LayerDrift, LayerFloor, LayerShare
+from seqedit.monitor.activations import (
+    ActivationMonitor,
+    ActivationReport,
+    LayerDrift,
+    LayerFloor,
+    LayerShare,
+)
 from seqedit.monitor.norms import (
     MatrixNorms,
     NormMonitor,

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 
 from seqedit.report.loading import RunData, load_run
-from seqedit.runner.health import HealthMonitor, HealthSpec
 from seqedit.report.style import new_figure, series_colors, styled
+from seqedit.runner.health import HealthMonitor, HealthSpec
 from seqedit.utils.io import strict_json
 
 REAL_PERPLEXITY_RISE = 0.10  # a rise of perplexity taken as a degradation
@@ -646,7 +646,7 @@ def figure_growth_fits(runs: Sequence[tuple[RunData, RunFindings]], path: Path) 
         ax_fit.plot(x, fits["exponential"]["a"] * np.expm1(fits["exponential"]["b"] * x), color=color, ls="--", lw=1)
         frame = _request_norms(data)
         if not frame.empty and "delta_norm" in frame:
-            binned = frame.groupby((frame["n_edits"] // max(1, int(frame["n_edits"].max()) // 20)))
+            binned = frame.groupby(frame["n_edits"] // max(1, int(frame["n_edits"].max()) // 20))
             ax_delta.plot(binned["n_edits"].mean(), binned["delta_norm"].mean(), color=color, marker="o", ms=3,
                           label=f"{finding.method} ‖δ‖")
     ax_fit.set(xlabel="number of edits", ylabel="‖W − W₀‖ (mean; dotted a√n, dashed a(e^{bn}−1))")

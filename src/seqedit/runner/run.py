@@ -32,9 +32,9 @@ from seqedit.runner.progress import StepProgress
 from seqedit.runner.requests import select_requests
 from seqedit.runner.store import SNAPSHOT_EVERY, RunDirectoryError, RunStore, environment_info
 from seqedit.runner.summary import summarise
+from seqedit.runner.trackers import tracked
 from seqedit.runner.validate import validate_output_dir, validate_with_model
 from seqedit.utils.io import write_json_atomic
-from seqedit.runner.trackers import tracked
 from seqedit.utils.torch_utils import seed_everything
 
 

@@ -143,7 +143,7 @@ def _execute(kind: RunKind, config_data: dict[str, Any], threads: int | None, lo
         torch.set_num_threads(threads)
     with contextlib.ExitStack() as stack:
         if log_path:
-            log = stack.enter_context(open(log_path, "a", encoding="utf-8"))  # noqa: SIM115 - closed by the stack
+            log = stack.enter_context(open(log_path, "a", encoding="utf-8"))
             stack.enter_context(contextlib.redirect_stdout(log))
             stack.enter_context(contextlib.redirect_stderr(log))
         if kind == "intervention":

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-
 TEMP_SUFFIX = ".tmp"
 
 
