@@ -46,7 +46,7 @@ def _run(tmp_path, name: str, *options: str):
 def test_threads_and_quiet(tiny_load, tmp_path):
     loud = _run(tmp_path, "loud", "--threads", "1")
     assert loud.exit_code == 0, loud.output
-    assert "2/2 edits" in loud.output  # the run's bar (the key statistics report into it: one display)
+    # (whether the loud run draws its bar depends on the terminal: rich draws none under CI=true)
     assert "key statistics, one-off seconds (computed)" in loud.output
 
     quiet = _run(tmp_path, "quiet", "-q", "--threads", "2")
