@@ -78,6 +78,11 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+def _fields(exc: ValidationError) -> str:
+    """A validation error on one line: ``field.path: message; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
 def load_study(path: str | Path, output_dir: str | Path | None = None) -> StudyConfig:
     """Read and validate a study file; ``output_dir`` replaces the file's."""
     source = Path(path)
@@ -94,7 +99,7 @@ def load_study(path: str | Path, output_dir: str | Path | None = None) -> StudyC
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        where = _fields(exc)
         raise ConfigError(f"{source}: {where}") from exc
 
 
@@ -121,7 +126,7 @@ def study_runs(study: StudyConfig, only: Sequence[str] | None = None) -> list[St
                 data["output_dir"] = run_dir
                 runs.append(StudyRun(name, "edit", RunConfig.model_validate(data)))
         except ValidationError as exc:
-            where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            where = _fields(exc)
             raise ConfigError(f"study {study.name!r}, run {name!r}: {where}") from exc
     return runs
 
