@@ -1,0 +1,70 @@
+"""The stabiliser comparison page: the shared checkpoint, the recommendation rule and the activity figures."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pandas as pd
+
+from seqedit.report.loading import RunData
+from seqedit.report.stabilisers import (
+    EFFICACY_TOLERANCE,
+    StabiliserRun,
+    _activity,
+    common_checkpoint,
+    recommendation,
+)
+
+
+def _run(name: str, at: dict[int, dict[str, float]]) -> StabiliserRun:
+    return StabiliserRun(name=name, data=cast(RunData, SimpleNamespace()), edits=max(at), checkpoints=sorted(at),
+                         seconds_per_edit=None, at=at)
+
+
+def _point(growth: float, efficacy: float, perplexity: float) -> dict[str, float]:
+    return {"fro_rel_mean": 1 + growth, "efficacy_score": efficacy, "perplexity": perplexity}
+
+
+START = _point(0.0, 0.3, 15.0)
+
+
+def test_the_common_checkpoint_is_the_largest_every_run_has_reached():
+    runs = [_run("a", {0: START, 100: START, 200: START, 300: START}), _run("b", {0: START, 100: START, 200: START})]
+    assert common_checkpoint(runs) == 200
+    assert common_checkpoint([_run("a", {0: START, 100: START}), _run("b", {0: START})]) is None
+
+
+def test_the_recommendation_picks_the_least_growth_among_runs_that_keep_efficacy():
+    runs = [
+        _run("memit", {0: START, 200: _point(0.05, 0.95, 16.0)}),
+        # grows least but loses too much efficacy: not recommended
+        _run("shrinker", {0: START, 200: _point(0.001, 0.95 - 2 * EFFICACY_TOLERANCE, 15.1)}),
+        _run("steady", {0: START, 200: _point(0.01, 0.95 - EFFICACY_TOLERANCE / 2, 15.5)}),
+    ]
+    lines = recommendation(runs, 200)
+    assert "**steady**" in lines[0] and "0.0100" in lines[0] and "0.0500" in lines[0]
+    assert "shrinker" in lines[1]
+    assert "shrinker (+0.10" in lines[2]  # the smallest perplexity rise, whatever its efficacy
+
+
+def test_the_recommendation_says_when_nothing_beats_the_baseline_or_nothing_is_shared():
+    runs = [_run("memit", {0: START, 200: _point(0.01, 0.9, 16.0)}), _run("x", {0: START, 200: _point(0.02, 0.9, 16.0)})]
+    assert "none grows the edited matrices less than memit" in recommendation(runs, 200)[0]
+    assert "No checkpoint" in recommendation(runs, None)[0]
+
+
+def test_the_activity_counts_each_batch_once_and_nas_per_request():
+    requests = pd.DataFrame({
+        "step": [1, 1, 2, 2, 3, 3],
+        "budget_matrices_scaled": [0, 0, 2, 2, 3, 3],
+        "budget_min_factor": [1.0, 1.0, 0.9, 0.9, 0.8, 0.8],
+        "nas_skipped": [False, True, False, False, True, True],
+        "nas_scale": [1.0, 0.0, 0.5, 0.5, 0.0, 0.0],
+    })
+    activity: dict[str, Any] = _activity(cast(RunData, SimpleNamespace(requests=requests)))
+    assert activity["batches"] == 3
+    assert activity["budget_batches_acting"] == 2 and activity["budget_matrix_rescales"] == 5
+    assert math.isclose(activity["budget_min_factor"], 0.8)
+    assert activity["nas_skipped_requests"] == 3
