@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from seqedit.report.findings import analyse_runs, render_markdown, verdicts, write_findings
+from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, common_checkpoint, comparison_row
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_COMMAND = (
@@ -21,6 +22,8 @@ STUDY_COMMAND = (
 )
 README_START = "<!-- findings-table:start -->"
 README_END = "<!-- findings-table:end -->"
+EDITS_START = "<!-- edits-table:start -->"
+EDITS_END = "<!-- edits-table:end -->"
 
 PROTOCOL = """\
 The claims of Gupta et al. (2025), *Norm Growth and Stability Challenges in Localized Sequential Knowledge
@@ -66,6 +69,26 @@ def readme_table(found: list, findings: list) -> str:
     return "\n".join(rows)
 
 
+def edits_table(runs: list[Path]) -> str:
+    """The editing runs side by side at their largest shared checkpoint (and at 200 edits when all have it)."""
+    edit_runs = [r for r in (analyse_run(p) for p in runs) if r.data.kind == "edit"]
+    n = common_checkpoint(edit_runs)
+    if n is None:
+        return "No checkpoint is shared by the editing runs yet."
+    counts = [200, n] if n > 200 and all(200 in r.checkpoints for r in edit_runs) else [n]
+    rows: list[str] = []
+    for count in counts:
+        rows += [f"After {count} edits (from results/seed-findings/; edit scores on the fixed sample's facts edited so"
+                 " far; in brackets the maximum over matrices and the rise from the unedited model):", "", *TABLE_HEAD,
+                 *[comparison_row(r, count) for r in edit_runs], ""]
+    return "\n".join(rows).rstrip()
+
+
+def _replace_block(text: str, start: str, end: str, body: str) -> str:
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "seed-findings")
@@ -87,8 +110,10 @@ def main() -> None:
     page.write_text(f"{title}\n\n{PROTOCOL}\n{rest}", encoding="utf-8")
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
-        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-        text = pattern.sub(f"{README_START}\n{readme_table(found, [f for _, f in analysed])}\n{README_END}", text)
+        text = _replace_block(text, README_START, README_END, readme_table(found, [f for _, f in analysed]))
+    if EDITS_START in text and EDITS_END in text:
+        text = _replace_block(text, EDITS_START, EDITS_END, edits_table(runs))
+    if text:
         args.readme.write_text(text, encoding="utf-8")
     print(f"wrote {page} and {images}/")
 

@@ -170,7 +170,8 @@ def test_the_committed_findings_rebuild_from_the_committed_results(tmp_path):
     if not any((root / "results" / "seed-findings").glob("*/progress.json")):
         pytest.skip("no committed study results")
     readme = tmp_path / "README.md"
-    readme.write_text("x\n<!-- findings-table:start -->\nold\n<!-- findings-table:end -->\n", encoding="utf-8")
+    readme.write_text("x\n<!-- findings-table:start -->\nold\n<!-- findings-table:end -->\n"
+                      "<!-- edits-table:start -->\n<!-- edits-table:end -->\n", encoding="utf-8")
     subprocess.run([sys.executable, str(root / "scripts" / "build_findings.py"), "--docs", str(tmp_path / "docs"),
                     "--readme", str(readme)], check=True, capture_output=True)
     page = (tmp_path / "docs" / "findings.md").read_text(encoding="utf-8")
@@ -178,6 +179,7 @@ def test_the_committed_findings_rebuild_from_the_committed_results(tmp_path):
     table = readme.read_text(encoding="utf-8")
     assert "old" not in table and "| C2:" in table
     committed = (root / "README.md").read_text(encoding="utf-8")
-    for line in table.splitlines():  # the committed README carries the table the committed results give
-        if line.startswith("| C"):
+    assert "| memit |" in table  # the editing runs side by side
+    for line in table.splitlines():  # the committed README carries the tables the committed results give
+        if line.startswith("| C") or line.startswith("| memit") or line.startswith("| encore"):
             assert line in committed, line

@@ -127,7 +127,8 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _row(run: StabiliserRun, n: int) -> str:
+def comparison_row(run: StabiliserRun, n: int) -> str:
+    """One Markdown row of TABLE_HEAD: the run's numbers at ``n`` edits."""
     v, start = run.at.get(n, {}), run.at.get(0, {})
     ppl_rise = v.get("perplexity", math.nan) - start.get("perplexity", math.nan)
     collapse = ", ".join(f"{k} at {c.get('n_edits', c.get('step'))}" for k, c in run.collapse.items()) or "none"
@@ -215,9 +216,9 @@ def render(runs: Sequence[StabiliserRun], image_prefix: str, intro: str) -> str:
     lines += ["## Recommendation", "", *recommendation(runs, n), ""]
     if n is not None:
         lines += [f"## At {n} edits (the largest checkpoint every run has reached)", "", *TABLE_HEAD,
-                  *[_row(r, n) for r in runs], ""]
+                  *[comparison_row(r, n) for r in runs], ""]
     lines += ["## Each run at its latest checkpoint", "", *TABLE_HEAD[:1], *TABLE_HEAD[1:],
-              *[_row(r, max(r.checkpoints)) for r in runs if r.checkpoints], ""]
+              *[comparison_row(r, max(r.checkpoints)) for r in runs if r.checkpoints], ""]
     lines += ["Edit counts of those checkpoints: " + ", ".join(
         f"{r.name} {max(r.checkpoints)}" for r in runs if r.checkpoints) + ".", ""]
     acting = [r for r in runs if r.activity]
