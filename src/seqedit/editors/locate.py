@@ -73,7 +73,8 @@ class LocateEditConfig(StabiliserSettings):
     target_suffix_only: bool = Field(
         True,
         description="Target optimisation recomputes only the positions from the subject's last token on, "
-        "with the earlier ones' keys/values cached (same result, ~3x faster); False: every position.",
+        "with the earlier ones' keys/values cached (same result, faster: suffix_speedup_cpu in "
+        "benchmarks/results/editors.json); False: every position.",
     )
     kl_prompt: str = Field("{} is a", description="Prompt of the KL term; '{}' is the subject.")
     key_average: KeyAverage = Field(
@@ -246,14 +247,7 @@ class LocateEditEditor(Editor):
 
     # ------------------------------------------------------------------ pipeline
     def target_settings(self) -> TargetSettings:
-        c = self.cfg
-        batch = c.target_batch_facts if c.batch_targets else 1
-        return TargetSettings(
-            lr=c.v_lr, max_steps=c.v_num_grad_steps, weight_decay=c.v_weight_decay, kl_factor=c.kl_factor,
-            clamp_norm_factor=c.clamp_norm_factor, loss_threshold=c.v_loss_threshold, mpes=c.mpes,
-            mpes_patience=c.mpes_patience, mpes_rule=c.mpes_rule, kl_prompt=c.kl_prompt, batch_facts=batch,
-            suffix_only=c.target_suffix_only,
-        )
+        return TargetSettings.from_config(self.cfg)
 
     def context_templates(self, lm: LoadedModel) -> ContextTemplates:
         key = (lm.name, id(lm.model))
