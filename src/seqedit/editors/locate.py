@@ -200,8 +200,6 @@ class LocateEditEditor(Editor):
     # ROME edits one fact at a time; the others edit the whole batch at once.
     one_fact_at_a_time: ClassVar[bool] = False
     needs_statistics: ClassVar[bool] = True
-    # AlphaEdit always accumulates past keys; the others only with ``past_edit_memory``.
-    always_remembers: ClassVar[bool] = False
     default_layer_count: ClassVar[int] = 5
     profile_group: ClassVar[str | None] = LOCATE_AND_EDIT
 
@@ -273,7 +271,7 @@ class LocateEditEditor(Editor):
         return {layer: self._moment_cache[key] for layer, key in wanted.items()}
 
     def remembers(self) -> bool:
-        return self.always_remembers or self.cfg.past_edit_memory
+        return self.cfg.past_edit_memory
 
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
         if not requests:
