@@ -148,11 +148,17 @@ class _WeightWriter:
         self.originals: dict[str, torch.Tensor] = {}
         self.totals: dict[str, torch.Tensor] = {}
 
+    def _stored_weight(self, path: str) -> torch.Tensor:
+        weight = self.adapter.module(path).weight
+        if not isinstance(weight, torch.Tensor):
+            raise EditError(f"{path}.weight is not a tensor")
+        return weight
+
     @torch.no_grad()
     def add(self, path: str, delta: torch.Tensor) -> None:
         if not torch.isfinite(delta).all():
             raise EditError(f"the update of {path} contains NaN or Inf")
-        param = self.adapter.module(path).weight
+        param = self._stored_weight(path)
         if path not in self.originals:
             self.originals[path] = param.detach().clone()
             self.totals[path] = torch.zeros_like(delta)
@@ -163,7 +169,7 @@ class _WeightWriter:
     @torch.no_grad()
     def restore(self) -> None:
         for path, original in self.originals.items():
-            self.adapter.module(path).weight.copy_(original)
+            self._stored_weight(path).copy_(original)
 
     def commit(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self.restore()
@@ -455,10 +461,6 @@ class LocateEditEditor(Editor):
         self._memory = memory
         self._memory_keys = keys
         self._stabilisers = StabiliserState.from_state_dict(state)
-
-    def memory_to(self, device: torch.device) -> None:
-        """Move the key memory to ``device`` (after restoring state for a model on another device)."""
-        self._memory = {k: v.to(device) for k, v in self._memory.items()}
 
     def preservation(self, ctx: LayerContext, weight: float) -> torch.Tensor:
         """``λ_p E[k kᵀ] (+ Σ past k kᵀ)`` in float64 on the solve device."""

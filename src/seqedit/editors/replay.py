@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import DynamicCache, PretrainedConfig
 
 from seqedit.models import hooks
 from seqedit.models.adapters.base import ArchitectureAdapter
@@ -193,7 +193,7 @@ class SuffixStack(_BlockReplay):
                 f"the attention window ({window}) is shorter than the suffix layout ({prefix} + {width} "
                 "positions), where distances to cached positions exceed the true ones"
             )
-        cache = DynamicCache(config=lm.model.config)
+        cache = DynamicCache(config=cast(PretrainedConfig, lm.model.config))
         _record_block_calls(
             lm,
             self.blocks,
