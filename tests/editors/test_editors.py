@@ -135,6 +135,28 @@ def test_alphaedit_accumulates_keys(tiny_llama, requests_3, fast):
     assert editor.state_dict()["memory.keys"].item() == 3
 
 
+def test_alphaedit_honours_past_edit_memory_off(tiny_llama, requests_3, fast):
+    """``past_edit_memory=False`` keeps no keys: the second batch's update is the one a fresh editor makes
+    on the once-edited model, and differs from the update of an editor that remembers the first batch."""
+    lm = tiny_llama
+    forgetful = create_editor("alphaedit", lm, {**fast, "past_edit_memory": False})
+    first = forgetful.apply(lm, requests_3[:1])
+    second = forgetful.apply(lm, requests_3[1:])
+    second.undo(lm.model)
+    assert not any(name.startswith("memory.") for name in forgetful.state_dict())
+    assert second.info["memory_keys"] == 0
+    fresh = create_editor("alphaedit", lm, {**fast, "past_edit_memory": False}).apply(lm, requests_3[1:])
+    fresh.undo(lm.model)
+    for name, delta in second.deltas.items():
+        torch.testing.assert_close(fresh.deltas[name], delta)
+    first.undo(lm.model)
+    remembering = create_editor("alphaedit", lm, fast)
+    remembering.apply(lm, requests_3[:1])
+    with_memory = remembering.apply(lm, requests_3[1:])
+    assert with_memory.info["memory_keys"] == 3
+    assert any(not torch.allclose(with_memory.deltas[n], d) for n, d in second.deltas.items())
+
+
 def test_rome_edits_one_layer_one_fact_at_a_time(tiny_llama, requests_3, fast):
     editor = create_editor("rome", tiny_llama, fast)
     result = editor.apply(tiny_llama, requests_3)

@@ -15,7 +15,7 @@ from tolerances import assert_close_rel
 from seqedit.data.records import EditRequest, NeighborhoodPrompt
 from seqedit.editors import create_editor
 from seqedit.editors.keys import pad_rows
-from seqedit.editors.targets import UpperStack, lm_logits
+from seqedit.editors.replay import UpperStack, lm_logits
 from seqedit.models import hooks
 from seqedit.models.tokens import encode_prompt_targets, target_log_probs
 

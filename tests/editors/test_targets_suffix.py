@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import pytest
 import torch
 from tolerances import assert_close_rel
@@ -9,16 +12,17 @@ from tolerances import assert_close_rel
 from seqedit.data.records import EditRequest
 from seqedit.editors.context import ContextTemplates
 from seqedit.editors.keys import pad_rows
-from seqedit.editors.targets import (
-    SuffixStack,
-    SuffixUnsupported,
-    TargetSettings,
-    UpperStack,
-    lm_logits,
-    optimise_targets,
-)
+from seqedit.editors.locate import LocateEditConfig
+from seqedit.editors.replay import SuffixStack, SuffixUnsupported, UpperStack, lm_logits
+from seqedit.editors.targets import TargetSettings, optimise_targets
 from seqedit.models import hooks
 from seqedit.models.tiny import TINY_FAMILIES, build_tiny_model
+
+
+def target_settings(**changes: Any) -> TargetSettings:
+    """The defaults of a locate-and-edit config, with ``changes`` (TargetSettings' names)."""
+    return replace(TargetSettings.from_config(LocateEditConfig()), **changes)
+
 
 # Short prefixes: with the byte-level tiny tokenizer the rows stay inside tiny Gemma 3's 64-token window.
 SHORT_CONTEXTS = ContextTemplates(("{}", "Note: {}", "So, {}"), "fixed")
@@ -69,9 +73,9 @@ def test_suffix_stack_matches_full_forward_with_delta_hook(family):
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_suffix_path_equals_full_path(family):
     lm = build_tiny_model(family, num_layers=4)
-    settings = TargetSettings(max_steps=6, lr=1.0)
+    settings = target_settings(max_steps=6, lr=1.0)
     fast = optimise_targets(lm, _requests(), SHORT_CONTEXTS, 1, settings)
-    full = optimise_targets(lm, _requests(), SHORT_CONTEXTS, 1, TargetSettings(max_steps=6, lr=1.0, suffix_only=False))
+    full = optimise_targets(lm, _requests(), SHORT_CONTEXTS, 1, target_settings(max_steps=6, lr=1.0, suffix_only=False))
     assert fast.info["replays"] == {"suffix": 1} and not fast.info["fallbacks"]
     assert full.info["replays"] == {"full": 1} and not full.info["fallbacks"]
     assert float(fast.delta.norm(dim=-1).min()) > 0
@@ -96,8 +100,8 @@ def test_suffix_path_equals_full_path_with_mpes_and_a_shrinking_batch():
     facts = [("France ", "R"), ("Spain ", "O"), ("Peru ", "K"), ("Chad ", "Q")]
     requests = [EditRequest(case_id=str(i), subject=s, prompt="The capital of {}", target_new=t) for i, (s, t) in enumerate(facts)]
     settings = {"max_steps": 12, "mpes": True, "mpes_patience": 3, "kl_factor": 0.5}
-    fast = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, TargetSettings(**settings))
-    full = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, TargetSettings(**settings, suffix_only=False))
+    fast = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, target_settings(**settings))
+    full = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, target_settings(**settings, suffix_only=False))
     assert len({s["steps"] for s in fast.stats}) > 1  # the batch shrank and was rebuilt
     assert fast.info["replays"]["suffix"] > 1 and "full" not in fast.info["replays"]
     assert [s["steps"] for s in fast.stats] == [s["steps"] for s in full.stats]
@@ -112,9 +116,9 @@ def test_falls_back_when_the_attention_window_is_too_short():
     ids, mask = _rows(lm, [long_prompt.format("France") + " Rome"])
     with pytest.raises(SuffixUnsupported, match="attention window"):
         SuffixStack(lm, 1, ids, mask, torch.tensor([len(long_prompt) - 6]))
-    settings = TargetSettings(max_steps=3)
+    settings = target_settings(max_steps=3)
     fast = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, settings)
-    full = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, TargetSettings(max_steps=3, suffix_only=False))
+    full = optimise_targets(lm, requests, SHORT_CONTEXTS, 1, target_settings(max_steps=3, suffix_only=False))
     assert fast.info["replays"] == {"full": 1}
     assert len(fast.info["fallbacks"]) == 1 and "attention window (64)" in fast.info["fallbacks"][0]
     assert torch.equal(fast.z, full.z)
@@ -124,7 +128,7 @@ def test_falls_back_when_no_token_precedes_any_subject():
     lm = build_tiny_model("llama", num_layers=4)
     # One-byte subjects at the start of the prompt and of the KL prompt, no context prefixes.
     requests = [EditRequest(case_id=str(i), subject=s, prompt="{} is in", target_new="Rome") for i, s in enumerate("AB")]
-    result = optimise_targets(lm, requests, ContextTemplates(("{}",), "none"), 1, TargetSettings(max_steps=2))
+    result = optimise_targets(lm, requests, ContextTemplates(("{}",), "none"), 1, target_settings(max_steps=2))
     assert result.info["replays"] == {"full": 1}
     assert result.info["fallbacks"] == ["no row has a token before its subject's last token: nothing to cache"]
 
@@ -158,15 +162,15 @@ def test_window_guard_admits_exact_layouts_and_refuses_longer_ones(monkeypatch, 
     """Tiny Gemma 3 (every layer local, window 64): at prefix + suffix width = 64 the suffix replay is exact
     and admitted; one position more and the guard refuses it (a cached key may then fall outside the window
     in the layout, whether or not it changes these particular outputs)."""
-    import seqedit.editors.targets as targets
+    import seqedit.editors.replay as replay
 
     lm = build_tiny_model("gemma3", num_layers=4)
-    window = targets.sliding_window_of(lm)
+    window = replay.sliding_window_of(lm)
     assert window == 64
     late, early = "x" * 40, "y" * (window - 39 + 1 + extra)
     ids, mask = _rows(lm, [late, early])
     split = torch.tensor([39, 1])  # prefix 39; the early row's suffix is window - 39 + extra wide
-    monkeypatch.setattr(targets, "sliding_window_of", lambda _lm: None)  # the guard off
+    monkeypatch.setattr(replay, "sliding_window_of", lambda _lm: None)  # the guard off
     _, final = SuffixStack(lm, 1, ids, mask, split).run(None, torch.arange(2), split)
     _, whole = UpperStack(lm, 1, ids, mask).run(None, torch.arange(2), split)
     width = len(early) - 1

@@ -2,7 +2,8 @@
 
 The update is projected onto the (approximate) null space of the preserved keys, so the outputs of the
 preserved knowledge do not move: ``P = Û Ûᵀ`` over the eigenvectors of ``E[k kᵀ]`` with eigenvalue below
-``nullspace_threshold``. With the keys of all earlier edits ``K_p`` accumulated on the editor,
+``nullspace_threshold``. With the keys of all earlier edits ``K_p`` accumulated on the editor (``past_edit_memory``,
+on by default; off, ``K_p`` is empty),
 
     ΔW = R Kᵀ P (K_p K_pᵀ P + K Kᵀ P + λ I)⁻¹
 
@@ -26,7 +27,11 @@ from seqedit.editors.solvers import NullSpace, null_space_projector, null_space_
 class AlphaEditConfig(LocateEditConfig):
     nullspace_threshold: float = Field(2e-2, gt=0, description="Eigenvalues of E[kkᵀ] below this span the null space.")
     norm_lambda: float = Field(10.0, gt=0, description="λ of the ‖ΔW P‖² term (AlphaEdit's L2).")
-    past_edit_memory: bool = Field(True, description="AlphaEdit always keeps the keys of past edits.")
+    past_edit_memory: bool = Field(
+        True,
+        description="Accumulate the keys of past edits (K_p in AlphaEdit's objective, as released); False: each "
+        "batch is solved against the null space alone (an ablation; earlier edits' keys are not preserved).",
+    )
 
 
 class AlphaEdit(LocateEditEditor):
@@ -34,7 +39,6 @@ class AlphaEdit(LocateEditEditor):
     config_class: ClassVar[type[EditorConfig]] = AlphaEditConfig
     description = "AlphaEdit: MEMIT-style update projected onto the null space of preserved keys (Fang et al. 2025)"
     intended_batch_mode = "batch"
-    always_remembers = True
 
     def __init__(self, config: EditorConfig | None = None) -> None:
         super().__init__(config)

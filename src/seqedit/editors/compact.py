@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
+# The range finder's own generator: the factors of a delta never depend on the global RNG state (any
+# fixed value does; the result is exact to float64 whatever the sample).
+RANGE_FINDER_SEED = 0
+
 # A factorisation is kept only if it is at most this share of the dense tensor's size.
 MAX_SHARE = 0.5
 _OVERSAMPLE = 4
@@ -60,7 +64,7 @@ def low_rank_factors(exact: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, 
     rows, cols = a.shape
     if not bool(a.any()):
         return a.new_zeros(rows, 0), a.new_zeros(cols, 0)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(RANGE_FINDER_SEED)
     k = min(16, rows, cols)
     while True:
         omega = torch.randn(cols, k, generator=generator, dtype=torch.float64)

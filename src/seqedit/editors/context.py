@@ -18,6 +18,10 @@ import torch
 from seqedit.models.cache_api import output_cache, with_cache
 from seqedit.models.loading import LoadedModel
 
+# Seed of the sampled context prefixes: fixed so that every run with the same model and settings edits with
+# the same prefixes (the value itself is arbitrary; changing it changes the 'sampled'/'released' experiments).
+CONTEXT_SEED = 0
+
 ContextMode = Literal["fixed", "sampled", "released", "none"]
 
 # Short, neutral, readable prefixes (written for this project). Five, as in MEMIT's default of five
@@ -68,7 +72,7 @@ def fixed_context_templates(count: int = 5) -> ContextTemplates:
 
 
 @torch.no_grad()
-def sampled_context_templates(lm: LoadedModel, count: int = 5, length: int = 10, seed: int = 0) -> ContextTemplates:
+def sampled_context_templates(lm: LoadedModel, count: int = 5, length: int = 10, seed: int = CONTEXT_SEED) -> ContextTemplates:
     """Sample ``count`` prefixes of ``length`` tokens from the model itself (MEMIT's recipe)."""
     tokenizer = lm.tokenizer
     generator_state = torch.random.get_rng_state()
@@ -85,7 +89,7 @@ def sampled_context_templates(lm: LoadedModel, count: int = 5, length: int = 10,
                 max_new_tokens=length,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            text = tokenizer.decode(out[0], skip_special_tokens=True)
+            text = str(tokenizer.decode(out[0], skip_special_tokens=True))  # one sequence: one string
             # Braces would be read as format slots; the papers replace them with spaces as well.
             text = text.replace("{", " ").replace("}", " ").replace("\n", " ").strip()
             prefixes.append(f"{text}. {SUBJECT_SLOT}")
@@ -111,7 +115,7 @@ def _released_batch(lm: LoadedModel, prompts: list[str]) -> tuple[torch.Tensor, 
 
 @torch.no_grad()
 def released_context_samples(
-    lm: LoadedModel, count: int = 5, length: int = 10, seed: int = 0, top_k: int = 5
+    lm: LoadedModel, count: int = 5, length: int = 10, seed: int = CONTEXT_SEED, top_k: int = 5
 ) -> list[list[int]]:
     """Token ids of prefixes sampled as the released MEMIT/ENCORE code samples them
     (``get_context_templates`` with ``generate_fast``): the seeds in one right-padded batch, top-``top_k``
@@ -148,7 +152,7 @@ def released_context_samples(
     return [[int(t) for t in row] for row in ids.tolist()]
 
 
-def released_context_templates(lm: LoadedModel, count: int = 5, length: int = 10, seed: int = 0) -> ContextTemplates:
+def released_context_templates(lm: LoadedModel, count: int = 5, length: int = 10, seed: int = CONTEXT_SEED) -> ContextTemplates:
     """The prefixes of :func:`released_context_samples`, decoded as the released code decodes them: special
     tokens kept, NFKD-normalised, blank lines joined, braces replaced by spaces, ". {}" appended."""
     prefixes = []

@@ -73,7 +73,8 @@ class LocateEditConfig(StabiliserSettings):
     target_suffix_only: bool = Field(
         True,
         description="Target optimisation recomputes only the positions from the subject's last token on, "
-        "with the earlier ones' keys/values cached (same result, ~3x faster); False: every position.",
+        "with the earlier ones' keys/values cached (same result, faster: suffix_speedup_cpu in "
+        "benchmarks/results/editors.json); False: every position.",
     )
     kl_prompt: str = Field("{} is a", description="Prompt of the KL term; '{}' is the subject.")
     key_average: KeyAverage = Field(
@@ -147,11 +148,17 @@ class _WeightWriter:
         self.originals: dict[str, torch.Tensor] = {}
         self.totals: dict[str, torch.Tensor] = {}
 
+    def _stored_weight(self, path: str) -> torch.Tensor:
+        weight = self.adapter.module(path).weight
+        if not isinstance(weight, torch.Tensor):
+            raise EditError(f"{path}.weight is not a tensor")
+        return weight
+
     @torch.no_grad()
     def add(self, path: str, delta: torch.Tensor) -> None:
         if not torch.isfinite(delta).all():
             raise EditError(f"the update of {path} contains NaN or Inf")
-        param = self.adapter.module(path).weight
+        param = self._stored_weight(path)
         if path not in self.originals:
             self.originals[path] = param.detach().clone()
             self.totals[path] = torch.zeros_like(delta)
@@ -162,7 +169,7 @@ class _WeightWriter:
     @torch.no_grad()
     def restore(self) -> None:
         for path, original in self.originals.items():
-            self.adapter.module(path).weight.copy_(original)
+            self._stored_weight(path).copy_(original)
 
     def commit(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         self.restore()
@@ -199,8 +206,6 @@ class LocateEditEditor(Editor):
     # ROME edits one fact at a time; the others edit the whole batch at once.
     one_fact_at_a_time: ClassVar[bool] = False
     needs_statistics: ClassVar[bool] = True
-    # AlphaEdit always accumulates past keys; the others only with ``past_edit_memory``.
-    always_remembers: ClassVar[bool] = False
     default_layer_count: ClassVar[int] = 5
     profile_group: ClassVar[str | None] = LOCATE_AND_EDIT
 
@@ -246,14 +251,7 @@ class LocateEditEditor(Editor):
 
     # ------------------------------------------------------------------ pipeline
     def target_settings(self) -> TargetSettings:
-        c = self.cfg
-        batch = c.target_batch_facts if c.batch_targets else 1
-        return TargetSettings(
-            lr=c.v_lr, max_steps=c.v_num_grad_steps, weight_decay=c.v_weight_decay, kl_factor=c.kl_factor,
-            clamp_norm_factor=c.clamp_norm_factor, loss_threshold=c.v_loss_threshold, mpes=c.mpes,
-            mpes_patience=c.mpes_patience, mpes_rule=c.mpes_rule, kl_prompt=c.kl_prompt, batch_facts=batch,
-            suffix_only=c.target_suffix_only,
-        )
+        return TargetSettings.from_config(self.cfg)
 
     def context_templates(self, lm: LoadedModel) -> ContextTemplates:
         key = (lm.name, id(lm.model))
@@ -279,7 +277,7 @@ class LocateEditEditor(Editor):
         return {layer: self._moment_cache[key] for layer, key in wanted.items()}
 
     def remembers(self) -> bool:
-        return self.always_remembers or self.cfg.past_edit_memory
+        return self.cfg.past_edit_memory
 
     def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
         if not requests:
@@ -463,10 +461,6 @@ class LocateEditEditor(Editor):
         self._memory = memory
         self._memory_keys = keys
         self._stabilisers = StabiliserState.from_state_dict(state)
-
-    def memory_to(self, device: torch.device) -> None:
-        """Move the key memory to ``device`` (after restoring state for a model on another device)."""
-        self._memory = {k: v.to(device) for k, v in self._memory.items()}
 
     def preservation(self, ctx: LayerContext, weight: float) -> torch.Tensor:
         """``λ_p E[k kᵀ] (+ Σ past k kᵀ)`` in float64 on the solve device."""

@@ -24,10 +24,10 @@ from the previous step's block; the estimate is a lower bound of σ₁ whose err
 a seeded random block; each step then runs ``iters_per_step`` more on each changed matrix (both stop
 early once the estimate changes by less than ``tol``, relative). A small edit
 moves the top singular subspace little, so a few warm iterations keep the estimate close to the exact
-value. Measured on SmolLM2-135M's 210 matrices against ``torch.linalg.matrix_norm(ord=2)`` (random
-start): a single vector after 50 iterations is off by up to 4% (median 0; the worst matrices have
-σ₂/σ₁ ≈ 1), a block of 8 after 50 iterations by at most 3e-7 -- at about the same cost.
-``benchmarks/evaluation.py`` reports the error of the monitor's own estimates. ``spectral=False`` skips it
+value. A single vector converges slowly on matrices whose σ₂/σ₁ ≈ 1; a block converges on them at about
+the same cost. The error of the monitor's own estimates against ``torch.linalg.matrix_norm(ord=2)`` on
+SmolLM2-135M's matrices is in ``benchmarks/results/evaluation.json`` (``norms.baseline`` and
+``norms.update``: ``max_rel_error``), written by ``benchmarks/evaluation.py``. ``spectral=False`` skips it
 (the ``spectral`` column is then None).
 
 Dense changes. Training changes every matrix at every step and produces no deltas; :class:`WeightChanges`

@@ -190,12 +190,6 @@ def _scope_order(scopes: Iterable[str]) -> list[str]:
     return known + sorted(s for s in scopes if s not in SCOPE_TITLES)
 
 
-def _list_phrase(items: Sequence[str], limit: int = 8) -> str:
-    if len(items) <= limit:
-        return "; ".join(items)
-    return "; ".join(items[:limit]) + f"; … ({len(items) - limit} more)"
-
-
 # ------------------------------------------------------------------------------------ norms
 
 
@@ -661,11 +655,6 @@ def fluency_figure(run: RunData, scale: Scale = "linear") -> FigureOutcome:
 
 
 # ------------------------------------------------------------------------------------ downstream
-
-
-def _baseline_and_last(series: pd.DataFrame, x: str) -> tuple[float, float, float, float]:
-    xs, ys = xy(series, x, "value")
-    return xs[0], ys[0], xs[-1], ys[-1]
 
 
 @styled

@@ -176,10 +176,6 @@ class RunConfig(_Strict):
     def label(self) -> str:
         return self.name or f"{self.method}-{Path(self.model).name}"
 
-    @property
-    def num_steps(self) -> int:
-        return math.ceil(self.num_edits / self.batch_size)
-
 
 class ConfigError(UserError, ValueError):
     """A run configuration is invalid; the message names the file and field."""

@@ -89,8 +89,12 @@ def _measured_again(key: str) -> bool:
     return key.startswith("activations.baseline/")
 
 
+# A prime larger than any run's step count: the streams of (seed, step) and (seed', step') never coincide.
+STEP_SEED_STRIDE = 1_000_003
+
+
 def _step_seed(config: RunConfig, step: int) -> int:
-    return config.seed * 1_000_003 + step
+    return config.seed * STEP_SEED_STRIDE + step
 
 
 def _finite(model: torch.nn.Module, names: Sequence[str]) -> bool:

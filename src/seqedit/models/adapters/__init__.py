@@ -32,10 +32,6 @@ def adapter_for(model: nn.Module) -> ArchitectureAdapter:
     model_type = getattr(config, "model_type", None)
     if model_type is None:
         raise ValueError(f"{type(model).__name__} has no config.model_type; pass an adapter explicitly")
-    if model_type == "gpt_neox" and not getattr(config, "use_parallel_residual", True):
-        adapter = GPTNeoXAdapter(model)
-        adapter.parallel_attn_mlp = False  # instance attribute: this checkpoint is sequential
-        return adapter
     return adapter_class_for(model_type)(model)
 
 

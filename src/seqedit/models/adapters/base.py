@@ -70,7 +70,6 @@ class ArchitectureAdapter(ABC):
     # norm after the sub-layer (Gemma) override these.
     attn_residual_name: ClassVar[str | None] = None
     mlp_residual_name: ClassVar[str | None] = None
-    parallel_attn_mlp: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model

@@ -82,7 +82,6 @@ class GPTJAdapter(ArchitectureAdapter):
     attn_out_name = "attn.out_proj"
     attn_in_names = ("attn.q_proj", "attn.k_proj", "attn.v_proj")
     final_norm_path = "transformer.ln_f"
-    parallel_attn_mlp = True
 
 
 class GPTNeoXAdapter(ArchitectureAdapter):
@@ -99,7 +98,6 @@ class GPTNeoXAdapter(ArchitectureAdapter):
     attn_out_name = "attention.dense"
     attn_in_names = ("attention.query_key_value",)
     final_norm_path = "gpt_neox.final_layer_norm"
-    parallel_attn_mlp = True
 
 
 ADAPTERS: tuple[type[ArchitectureAdapter], ...] = (
