@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from seqedit.editors.gradient import edited_paths
 from seqedit.editors.mend.network import MendNetwork, pseudo_gradient
 from seqedit.models.adapters.base import ArchitectureAdapter, MatrixKind
 from seqedit.models.loading import LoadedModel
@@ -138,8 +139,6 @@ def default_checkpoint_dir(model_name: str) -> Path:
 def build_spec(
     lm: LoadedModel, layers: Sequence[int], kinds: Sequence[MatrixKind], rank: int, edit_lr_init: float
 ) -> MendSpec:
-    from seqedit.editors.finetune import edited_paths
-
     paths = edited_paths(lm.adapter, layers, kinds)
     shapes = [(int(lm.adapter.weight(p).shape[0]), int(lm.adapter.weight(p).shape[1])) for p in paths]
     return MendSpec(
