@@ -59,11 +59,10 @@ def _option(name: str, info: FieldInfo, flags: Mapping[str, Sequence[str]]) -> i
         cli_type, help_text = base, info.description or ""
     else:
         raise TypeError(f"no command-line option for field {name!r} of type {info.annotation!r}")
-    annotation = Annotated[
-        cli_type | None if optional or default is None else cli_type,
-        # Without its own spelling typer names the option after the field (and adds --no-X to a flag).
-        typer.Option(*flags.get(name, ()), help=help_text),
-    ]
+    value_type = cli_type | None if optional or default is None else cli_type
+    # Without its own spelling typer names the option after the field (and adds --no-X to a flag).
+    option = typer.Option(*flags.get(name, ()), help=help_text)
+    annotation = Annotated[value_type, option]  # type: ignore[valid-type]  # built at run time, read by typer
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
