@@ -44,11 +44,13 @@ def test_no_options_give_the_config_defaults_and_options_set_fields() -> None:
     seen: list[_Settings] = []
     app = _app(seen)
     assert CliRunner().invoke(app, []).exit_code == 0
-    assert seen[-1] == _Settings()
+    assert seen[-1] == _Settings.model_validate({})
     result = CliRunner().invoke(app, ["-n", "big", "--layers", "3, 4", "--kind", "b", "--rate", "2", "--out", "x",
                                       "--loud", "--extra", "1"])
     assert result.exit_code == 0, result.output
-    assert seen[-1] == _Settings(name="big", layers=[3, 4], kind="b", rate=2.0, out=Path("x"), loud=True)
+    assert seen[-1] == _Settings.model_validate(
+        {"name": "big", "layers": [3, 4], "kind": "b", "rate": 2.0, "out": Path("x"), "loud": True}
+    )
 
 
 def test_help_shows_the_configs_descriptions_and_defaults() -> None:
@@ -86,11 +88,11 @@ def test_intervene_without_options_runs_the_configs_defaults(monkeypatch: pytest
     monkeypatch.setattr(seqedit.intervene, "run_intervention", capture)
     result = CliRunner().invoke(app, [])
     assert isinstance(result.exception, _Captured)
-    assert result.exception.config == InterventionConfig()
+    assert result.exception.config == InterventionConfig.model_validate({})
     result = CliRunner().invoke(app, ["--kind", "lora", "-o", "runs/x", "--lora-layers", "1,2", "--no-spectral"])
     assert isinstance(result.exception, _Captured)
-    assert result.exception.config == InterventionConfig(
-        kind="lora", output_dir=Path("runs/x"), lora_layers=[1, 2], spectral=False
+    assert result.exception.config == InterventionConfig.model_validate(
+        {"kind": "lora", "output_dir": Path("runs/x"), "lora_layers": [1, 2], "spectral": False}
     )
 
 
@@ -107,8 +109,10 @@ def test_mend_train_without_options_trains_with_the_configs_defaults(monkeypatch
     monkeypatch.setattr(seqedit.editors.mend.train, "MendTrainer", capture)
     result = CliRunner().invoke(app, ["train"])
     assert isinstance(result.exception, _Captured)
-    assert result.exception.config == MendTrainConfig()
+    assert result.exception.config == MendTrainConfig.model_validate({})
     # --max-minutes 0 means no limit; a checkpoint is saved at every validation.
     result = CliRunner().invoke(app, ["train", "--max-minutes", "0", "--eval-every", "7", "--stats-warmup", "3"])
     assert isinstance(result.exception, _Captured)
-    assert result.exception.config == MendTrainConfig(max_minutes=None, eval_every=7, save_every=7, stats_warmup=3)
+    assert result.exception.config == MendTrainConfig.model_validate(
+        {"max_minutes": None, "eval_every": 7, "save_every": 7, "stats_warmup": 3}
+    )

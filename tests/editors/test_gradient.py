@@ -4,7 +4,7 @@ trace, and the base editor's commit: exactly the method's deltas, exact undo, no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pytest
 import torch
@@ -54,6 +54,12 @@ def test_optimise_refuses_a_non_finite_loss() -> None:
         optimise("quad", [x], lambda: x.sum() * float("nan"), lr=0.1, max_steps=3, stop_loss=0.0)
 
 
+def _request() -> EditRequest:
+    return EditRequest.model_validate(
+        {"case_id": "1", "subject": "Zorblat", "prompt": "The capital of {} is", "target_new": "Paris"}
+    )
+
+
 class _FixedUpdate(GradientEditor):
     """A gradient 'method' whose update is given: exercises only the shared pipeline."""
 
@@ -76,7 +82,7 @@ class _FixedUpdate(GradientEditor):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_base_commits_exactly_the_update_and_undoes_it_bit_for_bit(family: str) -> None:
+def test_base_commits_exactly_the_update_and_undoes_it_bit_for_bit(family: Literal["llama", "gpt2"]) -> None:
     lm = build_tiny_model(family, num_layers=2, hidden=32, seed=4)
     (path,) = edited_paths(lm.adapter, [1], ["mlp.out_proj"])
     out_dim, in_dim = lm.adapter.weight(path).shape
@@ -84,7 +90,7 @@ def test_base_commits_exactly_the_update_and_undoes_it_bit_for_bit(family: str) 
     delta = 1e-2 * torch.randn(out_dim, in_dim)
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     flags = {n: p.requires_grad for n, p in lm.model.named_parameters()}
-    request = EditRequest(case_id="1", subject="Zorblat", prompt="The capital of {} is", target_new="Paris")
+    request = _request()
     result = _FixedUpdate({path: delta}).apply(lm, [request])
     name = f"{path}.weight"
     assert list(result.deltas) == [name]
@@ -105,7 +111,7 @@ def test_base_writes_nothing_when_an_update_is_not_finite() -> None:
     good = torch.ones(lm.adapter.weight(paths[0]).shape)
     bad = torch.full(lm.adapter.weight(paths[1]).shape, float("inf"))
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
-    request = EditRequest(case_id="1", subject="Zorblat", prompt="The capital of {} is", target_new="Paris")
+    request = _request()
     with pytest.raises(EditError, match="NaN or Inf"):
         _FixedUpdate({paths[0]: good, paths[1]: bad}).apply(lm, [request])
     assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
