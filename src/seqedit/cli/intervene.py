@@ -14,6 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seqedit.cli.options import build_config, config_options, config_values
+from seqedit.intervene.config import InterventionConfig
+
 app = typer.Typer(
     name="intervene", add_completion=False, pretty_exceptions_show_locals=False,
     help="Train a model (continued pre-training, fine-tuning, LoRA) and record how its weight norms grow.",
@@ -38,51 +41,32 @@ def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name != "DEFAULT"
 
 
+# The run directory is --output/-o on the command line (output_dir in the config and its YAML files).
+FLAGS = {"model": ["--model", "-m"], "output_dir": ["--output", "-o"]}
+
+
 @app.callback(invoke_without_command=True)
+@config_options(InterventionConfig, flags=FLAGS)
 def intervene_command(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Option(help="continued-pretraining, finetune or lora.")] = "continued-pretraining",
-    model: Annotated[str, typer.Option("--model", "-m", help="Embedded name, hub id or local directory.")] = "smollm2-135m",
-    data: Annotated[str | None, typer.Option(help="wikitext2, sst2, cola, mrpc, rte, a .txt or <task>.json file.")] = None,
-    steps: Annotated[int, typer.Option(min=1)] = 50,
-    lr: Annotated[float | None, typer.Option(help="AdamW learning rate (default 1e-4; lora 1e-3).")] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
-    seq_len: Annotated[int, typer.Option(min=8)] = 64,
-    record_every: Annotated[int, typer.Option(min=1, help="Record norms every N steps.")] = 10,
-    lora_rank: Annotated[int, typer.Option(min=1)] = 8,
-    lora_alpha: Annotated[float, typer.Option()] = 16.0,
-    spectral: Annotated[bool, typer.Option(help="Also estimate spectral norms (block power iteration).")] = False,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory.")] = Path("runs/intervention"),
     config: Annotated[Path | None, typer.Option(help="YAML file with InterventionConfig fields; options given here win.")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, mps (default: best available).")] = None,
-    dtype: Annotated[str, typer.Option()] = "float32",
-    seed: Annotated[int, typer.Option()] = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")] = 0,
+    **settings: Any,
 ) -> None:
-    """Run one intervention and print how the norms of each matrix kind changed."""
+    """Run one intervention and print how the norms of each matrix kind changed. Every setting of the
+    intervention config is an option; a YAML --config sets them too, options given here win."""
     import torch
     import yaml
-    from pydantic import ValidationError
 
-    from seqedit.intervene import InterventionConfig, run_intervention
+    from seqedit.intervene import run_intervention
 
-    given = {
-        name: value for name, value in ctx.params.items()
-        if _given_on_command_line(ctx, name) and name not in {"config", "threads"}
-    }
+    given = {name: value for name, value in settings.items() if _given_on_command_line(ctx, name)}
     fields = yaml.safe_load(config.read_text(encoding="utf-8")) if config else {}
     if not isinstance(fields, dict):
         raise typer.BadParameter(f"{config} must hold a mapping of settings", param_hint="--config")
-    defaults = {k: v for k, v in ctx.params.items() if k not in {"config", "threads"}}
-    merged = {**defaults, **fields, **given}
-    merged["output_dir"] = merged.pop("output")
     if threads:
         torch.set_num_threads(threads)
-    try:
-        cfg = InterventionConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    cfg = build_config(InterventionConfig, {**fields, **config_values(InterventionConfig, given, FLAGS)}, FLAGS)
     summary = run_intervention(cfg)
     console = Console()
     console.print(growth_table(summary))

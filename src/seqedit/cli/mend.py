@@ -6,11 +6,14 @@ Registered in the main CLI as ``app.add_typer(mend.app, name="mend")``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from seqedit.cli.options import build_config, config_options, config_values
+from seqedit.editors.mend.train import MendTrainConfig
 
 app = typer.Typer(
     name="mend", help="Train and inspect MEND hypernetworks.", no_args_is_help=True, add_completion=False,
@@ -18,53 +21,33 @@ app = typer.Typer(
 )
 
 
-def parse_layers(text: str) -> list[int]:
-    """``"-3,-2,-1"`` -> ``[-3, -2, -1]``."""
-    try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"layers must be comma-separated integers, got {text!r}") from None
-    if not layers:
-        raise typer.BadParameter("give at least one layer")
-    return layers
+# Settings of MendTrainConfig not offered: save_every follows --eval-every (a checkpoint at every validation).
+TRAIN_FLAGS = {"model": ["--model", "-m"]}
 
 
 @app.command("train")
+@config_options(MendTrainConfig, exclude=("save_every",), flags=TRAIN_FLAGS)
 def train_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Embedded name, hub id or local directory.")] = "smollm2-135m",
-    layers: Annotated[str, typer.Option(help="Edited layers, comma-separated (negative: from the top).")] = "-3,-2,-1",
-    steps: Annotated[int, typer.Option(min=1, help="Training steps (one CounterFact fact each).")] = 2000,
-    max_minutes: Annotated[float, typer.Option(help="Wall-clock budget; training stops and saves at it (0: none).")] = 20.0,
-    data: Annotated[Path | None, typer.Option(help="Training edit file (CounterFact or any layout seqedit.data reads); default: counterfact-train from SEQEDIT_DATA_DIR.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Checkpoint directory; default <cache>/mend/<model>.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint in the output directory.")] = False,
-    rank: Annotated[int, typer.Option(min=1, help="Rank of the networks' low-rank blocks.")] = 192,
-    lr: Annotated[float, typer.Option(help="Adam learning rate of the networks.")] = 1e-4,
-    lr_lr: Annotated[float, typer.Option(help="Adam learning rate of the step sizes.")] = 1e-4,
-    edit_lr_init: Annotated[float, typer.Option(help="Initial step size of every matrix.")] = 1e-4,
-    c_edit: Annotated[float, typer.Option(help="Weight of the edit loss.")] = 0.1,
-    c_loc: Annotated[float, typer.Option(help="Weight of the locality KL.")] = 1.0,
-    eval_every: Annotated[int, typer.Option(min=1, help="Validate on held-out facts every N steps.")] = 250,
-    holdout: Annotated[int, typer.Option(min=0, help="Training-file facts held out for validation.")] = 32,
-    seed: Annotated[int, typer.Option(help="Seed of the data order and initialisation.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps or auto.")] = "cpu",
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")] = 0,
+    **settings: Any,
 ) -> None:
-    """Train (or resume) MEND on CounterFact for MODEL; shows a progress bar, saves safetensors + JSON."""
+    """Train (or resume) MEND on CounterFact for MODEL; shows a progress bar, saves safetensors + JSON.
+    Every setting of the training config is an option; --max-minutes 0 means no time limit."""
     import torch
 
-    from seqedit.editors.mend.train import MendTrainConfig, MendTrainer
+    from seqedit.editors.mend.train import MendTrainer
     from seqedit.models import ModelLoadError, load
 
     if threads:
         torch.set_num_threads(threads)
-    cfg = MendTrainConfig(
-        model=model, layers=parse_layers(layers), steps=steps, max_minutes=max_minutes or None, data=data,
-        output=output, rank=rank, lr=lr, lr_lr=lr_lr, edit_lr_init=edit_lr_init, c_edit=c_edit, c_loc=c_loc,
-        eval_every=eval_every, save_every=eval_every, holdout=holdout, seed=seed,
-    )
+    values = config_values(MendTrainConfig, settings, TRAIN_FLAGS)
+    values["max_minutes"] = values["max_minutes"] or None
+    values["save_every"] = values["eval_every"]
+    cfg = build_config(MendTrainConfig, values, TRAIN_FLAGS)
     try:
-        lm = load(model, device=device)
+        lm = load(cfg.model, device=device)
     except ModelLoadError as exc:
         raise typer.BadParameter(str(exc), param_hint="--model") from exc
     console = Console()

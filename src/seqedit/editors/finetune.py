@@ -5,8 +5,8 @@ Both run one loop: Adam on a float32 delta per edited matrix (see :mod:`seqedit.
 loss = mean target NLL of ``prompt -> target_new`` over the requests (+ ``norm_penalty * Σ‖ΔW‖²``), stop
 early once the NLL is below ``stop_loss``. After every step FT-L clamps ``W - W_orig`` to ±``norm_constraint``
 and the optional ``max_delta_fro`` projects each delta onto a Frobenius ball (the norm-aware options, to
-compare with ENCORE). The final deltas are written with :func:`commit_deltas`, so ``EditResult.deltas`` is
-exactly what was added.
+compare with ENCORE). The loop, the commit and the result are :mod:`seqedit.editors.gradient`'s, so
+``EditResult.deltas`` is exactly what was added.
 
 ROME's FT-L settings for GPT-2 XL are layer 17 of 48, 25 Adam steps at lr 5e-4 and epsilon 5e-4. The
 embedded SmolLM2-135M has entries about 10x larger (mean |w| of ``down_proj`` ≈ 0.15): with ROME's
@@ -18,7 +18,6 @@ and neighbourhood score 0.3 against 0.6). FT-L's class defaults are ROME's; FT's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -26,15 +25,9 @@ import torch
 from pydantic import Field, model_validator
 
 from seqedit.data.records import EditRequest
-from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
-from seqedit.editors.edit_loss import (
-    forward_logits,
-    frozen_eval,
-    probability_stats,
-    request_batch,
-    row_nll,
-    target_probabilities,
-)
+from seqedit.editors.base import EditorConfig, EditResult, PhaseTimer
+from seqedit.editors.edit_loss import forward_logits, row_nll
+from seqedit.editors.gradient import GradientUpdate, LayeredConfig, LayeredGradientEditor, optimise
 from seqedit.editors.weight_deltas import (
     added_deltas,
     clamp_linf_,
@@ -42,18 +35,13 @@ from seqedit.editors.weight_deltas import (
     squared_fro,
     zero_deltas,
 )
-from seqedit.models.adapters.base import ArchitectureAdapter, MatrixKind
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import PromptTargetBatch
 
 
-class FineTuneConfig(EditorConfig):
+class FineTuneConfig(LayeredConfig):
     """Hyper-parameters of the fine-tuning editors."""
 
-    layers: list[int] | None = Field(
-        None, description="Layers whose matrices are trained (negative counts from the top); None: model default."
-    )
-    kinds: list[MatrixKind] = Field(["mlp.out_proj"], min_length=1, description="Matrix kinds trained in each layer.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     steps: int = Field(40, ge=1, description="Maximum number of optimisation steps per apply().")
     stop_loss: float = Field(1e-2, ge=0, description="Stop once the mean target NLL is below this.")
@@ -83,27 +71,7 @@ class FTLConfig(FineTuneConfig):
         return self
 
 
-def default_layers(num_layers: int, *, single: bool) -> list[int]:
-    """FT-L: one layer at ~1/6 of the depth, where locate-and-edit methods edit (layer 5 of SmolLM2's 30);
-    FT: three consecutive layers starting there. Measured on SmolLM2-135M (see the module docstring)."""
-    first = max(0, round(num_layers / 6))
-    if single:
-        return [first]
-    return list(range(first, min(num_layers, first + 3)))
-
-
-def edited_paths(adapter: ArchitectureAdapter, layers: Sequence[int], kinds: Sequence[MatrixKind]) -> list[str]:
-    paths: list[str] = []
-    for layer in layers:
-        for kind in kinds:
-            site = adapter.site(kind, layer)
-            paths.extend([site] if isinstance(site, str) else site)
-    if len(set(paths)) != len(paths):
-        raise ValueError(f"layers {list(layers)} name the same matrix twice")
-    return paths
-
-
-class FineTuneEditor(Editor):
+class FineTuneEditor(LayeredGradientEditor):
     """FT: fine-tune the chosen matrices of several layers on the edit prompts."""
 
     name: ClassVar[str] = "ft"
@@ -111,81 +79,48 @@ class FineTuneEditor(Editor):
     description: ClassVar[str] = "Fine-tuning of MLP projections of several layers on prompt -> target."
     single_layer: ClassVar[bool] = False
 
-    @classmethod
-    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
-        config = super().default_config(lm, profile)
-        assert isinstance(config, FineTuneConfig)
-        if lm is not None and config.layers is None:
-            config.layers = default_layers(lm.adapter.num_layers, single=cls.single_layer)
-        return config
-
     @property
     def ft_config(self) -> FineTuneConfig:
         assert isinstance(self.config, FineTuneConfig)
         return self.config
 
-    def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
-        cfg = self.ft_config
-        layers = cfg.layers if cfg.layers is not None else default_layers(lm.adapter.num_layers, single=self.single_layer)
-        paths = edited_paths(lm.adapter, layers, cfg.kinds)
-        timer = PhaseTimer()
-        batch = request_batch(lm, requests)
-        with frozen_eval(lm.model):
-            with timer.phase("init"):
-                init_probs = target_probabilities(lm, batch)
-            with timer.phase("optimise"):
-                deltas, steps, losses = self._optimise(lm, paths, batch)
-            with timer.phase("commit"):
-                committed, originals = commit_deltas(lm.adapter, {p: d.detach() for p, d in deltas.items()})
-            with timer.phase("evaluate"):
-                final_probs = target_probabilities(lm, batch)
-        stats = probability_stats(
-            requests, init_probs, final_probs, steps=steps, final_loss=losses[-1] if losses else None
-        )
-        return EditResult(
-            method=self.name,
-            deltas=committed,
-            originals=originals,
-            timings=timer.seconds,
-            request_stats=stats,
-            info={
-                "layers": list(layers),
-                "paths": paths,
-                "steps": steps,
-                "loss_trace": losses,
-                "delta_fro": {p: float(d.detach().double().norm()) for p, d in deltas.items()},
-                "delta_linf": {p: float(d.detach().abs().max()) for p, d in deltas.items()},
-            },
-        )
-
-    def _optimise(
-        self, lm: LoadedModel, paths: list[str], batch: PromptTargetBatch
-    ) -> tuple[dict[str, torch.nn.Parameter], int, list[float]]:
+    def compute_update(
+        self,
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        batch: PromptTargetBatch,
+        paths: list[str],
+        timer: PhaseTimer,
+    ) -> GradientUpdate:
         cfg = self.ft_config
         deltas = zero_deltas(lm.adapter, paths)
-        optimiser = torch.optim.Adam(list(deltas.values()), lr=cfg.lr)
-        losses: list[float] = []
-        steps = 0
-        for _ in range(cfg.steps):
-            optimiser.zero_grad(set_to_none=True)
+
+        def target_nll() -> torch.Tensor:  # the model with the current deltas added
             with added_deltas(lm.adapter, deltas):
-                nll = row_nll(forward_logits(lm, batch), batch).mean()
-            value = float(nll.detach())
-            losses.append(value)
-            if not math.isfinite(value):
-                raise EditError(f"{self.name}: the loss became {value} after {steps} steps; nothing was changed")
-            if value < cfg.stop_loss:
-                break
-            loss = nll + cfg.norm_penalty * squared_fro(deltas) if cfg.norm_penalty > 0 else nll
-            loss.backward()
-            optimiser.step()
-            steps += 1
+                return row_nll(forward_logits(lm, batch), batch).mean()
+
+        def constrain() -> None:
             for delta in deltas.values():
                 if cfg.norm_constraint is not None:
                     clamp_linf_(delta, cfg.norm_constraint)
                 if cfg.max_delta_fro is not None:
                     project_fro_ball_(delta, cfg.max_delta_fro)
-        return deltas, steps, losses
+
+        with timer.phase("optimise"):
+            trace = optimise(
+                self.name, list(deltas.values()), target_nll, lr=cfg.lr, max_steps=cfg.steps,
+                stop_loss=cfg.stop_loss, norm_penalty=cfg.norm_penalty, penalty=lambda: squared_fro(deltas),
+                after_step=constrain,
+            )
+        return GradientUpdate(
+            deltas=dict(deltas),
+            info={
+                "layers": self.layers_of(lm),
+                "paths": paths,
+                "delta_linf": {p: float(d.detach().abs().max()) for p, d in deltas.items()},
+            },
+            trace=trace,
+        )
 
 
 class FTLEditor(FineTuneEditor):

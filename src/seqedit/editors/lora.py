@@ -2,15 +2,14 @@
 weight change into the model and remove the adapter.
 
 The monitors track merged weights, so the edit result is ``ΔW = scale · B A`` per target matrix
-(``scale = alpha / rank``), added to the plain weights with :func:`commit_deltas` after ``peft`` has
-unloaded its wrappers (the original module objects go back in place). ``EditResult.deltas`` is therefore
+(``scale = alpha / rank``), added to the plain weights by :mod:`seqedit.editors.gradient`'s shared
+pipeline after ``peft`` has unloaded its wrappers (the original module objects go back in place). ``EditResult.deltas`` is therefore
 exactly what was added and the model is a plain transformers model again. The trained factors of the
 last call are kept on the editor (:attr:`LoRAEditor.last_factors`) for inspection.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -19,28 +18,18 @@ import torch
 from pydantic import Field
 
 from seqedit.data.records import EditRequest
-from seqedit.editors.base import EditError, Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
-from seqedit.editors.edit_loss import (
-    forward_logits,
-    frozen_eval,
-    probability_stats,
-    request_batch,
-    row_nll,
-    target_probabilities,
-)
-from seqedit.editors.finetune import default_layers, edited_paths
-from seqedit.models.adapters.base import MatrixKind
+from seqedit.editors.base import EditorConfig, PhaseTimer
+from seqedit.editors.edit_loss import forward_logits, row_nll
+from seqedit.editors.gradient import GradientUpdate, LayeredConfig, LayeredGradientEditor, optimise
 from seqedit.models.loading import LoadedModel
 from seqedit.models.tokens import PromptTargetBatch
 
 ADAPTER_NAME = "seqedit_edit"
 
 
-class LoRAConfig(EditorConfig):
+class LoRAConfig(LayeredConfig):
     """Hyper-parameters of LoRA editing (EasyEdit's defaults: rank 8, alpha 32, lr 5e-3, 70 steps)."""
 
-    layers: list[int] | None = Field(None, description="Layers with adapted matrices; None: model default.")
-    kinds: list[MatrixKind] = Field(["mlp.out_proj"], min_length=1, description="Matrix kinds adapted in each layer.")
     rank: int = Field(8, ge=1, description="LoRA rank r.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is (alpha / r) · B A.")
     lr: float = Field(5e-3, gt=0, description="Adam learning rate of the factors.")
@@ -105,7 +94,7 @@ class _InjectedLoRA:
         self.tuner.unload()
 
 
-class LoRAEditor(Editor):
+class LoRAEditor(LayeredGradientEditor):
     """LoRA: fit a rank-r adapter on prompt -> target_new, then merge it into the plain weights."""
 
     name: ClassVar[str] = "lora"
@@ -116,91 +105,55 @@ class LoRAEditor(Editor):
         super().__init__(config)
         self.last_factors: dict[str, LoRAFactors] = {}
 
-    @classmethod
-    def default_config(cls, lm: LoadedModel | None = None, profile: str | None = None) -> EditorConfig:
-        config = super().default_config(lm, profile)
-        assert isinstance(config, LoRAConfig)
-        if lm is not None and config.layers is None:
-            config.layers = default_layers(lm.adapter.num_layers, single=False)
-        return config
-
     @property
     def lora_config(self) -> LoRAConfig:
         assert isinstance(self.config, LoRAConfig)
         return self.config
 
-    def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
+    def compute_update(
+        self,
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        batch: PromptTargetBatch,
+        paths: list[str],
+        timer: PhaseTimer,
+    ) -> GradientUpdate:
         cfg = self.lora_config
-        layers = cfg.layers if cfg.layers is not None else default_layers(lm.adapter.num_layers, single=False)
-        paths = edited_paths(lm.adapter, layers, cfg.kinds)
-        timer = PhaseTimer()
-        batch = request_batch(lm, requests)
-        with frozen_eval(lm.model):
-            with timer.phase("init"):
-                init_probs = target_probabilities(lm, batch)
-            with timer.phase("optimise"):
-                injected = _InjectedLoRA(lm, paths, cfg)
-                try:
-                    steps, losses = self._optimise(lm, injected, paths, batch)
-                    factors = {
-                        p: LoRAFactors(
-                            a=injected.factor_params(p)[0].detach().clone(),
-                            b=injected.factor_params(p)[1].detach().clone(),
-                            scale=injected.scale(p),
-                        )
-                        for p in paths
-                    }
-                finally:
-                    injected.unload()
-            with timer.phase("commit"):
-                committed, originals = commit_deltas(lm.adapter, {p: f.delta() for p, f in factors.items()})
-            with timer.phase("evaluate"):
-                final_probs = target_probabilities(lm, batch)
-        self.last_factors = factors
-        stats = probability_stats(
-            requests, init_probs, final_probs, steps=steps, final_loss=losses[-1] if losses else None
-        )
-        return EditResult(
-            method=self.name,
-            deltas=committed,
-            originals=originals,
-            timings=timer.seconds,
-            request_stats=stats,
-            info={
-                "layers": list(layers), "paths": paths, "rank": cfg.rank, "alpha": cfg.alpha, "steps": steps,
-                "loss_trace": losses,
-                "delta_fro": {p: float(f.delta().double().norm()) for p, f in factors.items()},
-            },
-        )
+        with timer.phase("optimise"):
+            injected = _InjectedLoRA(lm, paths, cfg)
+            try:
+                params = [w for p in paths for w in injected.factor_params(p)]
+                for w in params:
+                    w.requires_grad_(True)
 
-    def _optimise(
-        self, lm: LoadedModel, injected: _InjectedLoRA, paths: list[str], batch: PromptTargetBatch
-    ) -> tuple[int, list[float]]:
-        cfg = self.lora_config
-        params = [w for p in paths for w in injected.factor_params(p)]
-        for w in params:
-            w.requires_grad_(True)
-        optimiser = torch.optim.Adam(params, lr=cfg.lr)
-        losses: list[float] = []
-        steps = 0
-        for _ in range(cfg.steps):
-            optimiser.zero_grad(set_to_none=True)
-            nll = row_nll(forward_logits(lm, batch), batch).mean()
-            value = float(nll.detach())
-            losses.append(value)
-            if not math.isfinite(value):
-                raise EditError(f"lora: the loss became {value} after {steps} steps; nothing was changed")
-            if value < cfg.stop_loss:
-                break
-            loss = nll
-            if cfg.norm_penalty > 0:
-                loss = loss + cfg.norm_penalty * sum(injected.canonical_delta(p).pow(2).sum() for p in paths)
-            loss.backward()
-            optimiser.step()
-            steps += 1
-            if cfg.max_delta_fro is not None:
-                self._cap_delta_norms(injected, paths, cfg.max_delta_fro)
-        return steps, losses
+                def penalty() -> torch.Tensor:
+                    return sum(injected.canonical_delta(p).pow(2).sum() for p in paths)  # type: ignore[return-value]
+
+                def cap() -> None:
+                    if cfg.max_delta_fro is not None:
+                        self._cap_delta_norms(injected, paths, cfg.max_delta_fro)
+
+                trace = optimise(
+                    self.name, params, lambda: row_nll(forward_logits(lm, batch), batch).mean(), lr=cfg.lr,
+                    max_steps=cfg.steps, stop_loss=cfg.stop_loss, norm_penalty=cfg.norm_penalty, penalty=penalty,
+                    after_step=cap,
+                )
+                factors = {
+                    p: LoRAFactors(
+                        a=injected.factor_params(p)[0].detach().clone(),
+                        b=injected.factor_params(p)[1].detach().clone(),
+                        scale=injected.scale(p),
+                    )
+                    for p in paths
+                }
+            finally:
+                injected.unload()
+        self.last_factors = factors
+        return GradientUpdate(
+            deltas={p: f.delta() for p, f in factors.items()},
+            info={"layers": self.layers_of(lm), "paths": paths, "rank": cfg.rank, "alpha": cfg.alpha},
+            trace=trace,
+        )
 
     @staticmethod
     @torch.no_grad()

@@ -10,11 +10,12 @@ import torch
 from pydantic import Field
 
 from seqedit.data.records import EditRequest
-from seqedit.editors.base import Editor, EditorConfig, EditResult, PhaseTimer, commit_deltas
-from seqedit.editors.edit_loss import frozen_eval, probability_stats, request_batch, target_probabilities
+from seqedit.editors.base import EditorConfig, PhaseTimer
+from seqedit.editors.gradient import GradientEditor, GradientUpdate
 from seqedit.editors.mend.hypernet import MendHypernet, default_checkpoint_dir, gradient_factors
 from seqedit.editors.weight_deltas import project_fro_ball_
 from seqedit.models.loading import LoadedModel
+from seqedit.models.tokens import PromptTargetBatch
 
 
 class MendConfig(EditorConfig):
@@ -31,7 +32,7 @@ class MendConfig(EditorConfig):
     )
 
 
-class MendEditor(Editor):
+class MendEditor(GradientEditor):
     """MEND: the fine-tuning gradient of the edit prompts, transformed by trained per-matrix networks."""
 
     name: ClassVar[str] = "mend"
@@ -56,39 +57,35 @@ class MendEditor(Editor):
         self._hypernet.to(lm.device).eval()
         return self._hypernet
 
-    def apply(self, lm: LoadedModel, requests: Sequence[EditRequest]) -> EditResult:
-        cfg = self.mend_config
-        timer = PhaseTimer()
+    def paths_for(self, lm: LoadedModel, timer: PhaseTimer) -> list[str]:
         with timer.phase("load"):
             hypernet = self.hypernet_for(lm)
-        paths = hypernet.spec.paths
-        batch = request_batch(lm, requests)
-        with frozen_eval(lm.model):
-            with timer.phase("init"):
-                init_probs = target_probabilities(lm, batch)
-            with timer.phase("gradients"):
-                factors, _logits = gradient_factors(lm, paths, batch, range(len(requests)))
-            with timer.phase("network"), torch.no_grad():
-                updates = {p: u * cfg.edit_lr_scale for p, u in hypernet.updates(factors).items()}
-                if cfg.max_delta_fro is not None:
-                    for update in updates.values():
-                        project_fro_ball_(update, cfg.max_delta_fro)
-            with timer.phase("commit"):
-                committed, originals = commit_deltas(lm.adapter, updates)
-            with timer.phase("evaluate"):
-                final_probs = target_probabilities(lm, batch)
-        stats = probability_stats(requests, init_probs, final_probs)
-        return EditResult(
-            method=self.name,
-            deltas=committed,
-            originals=originals,
-            timings=timer.seconds,
-            request_stats=stats,
+        return list(hypernet.spec.paths)
+
+    def compute_update(
+        self,
+        lm: LoadedModel,
+        requests: Sequence[EditRequest],
+        batch: PromptTargetBatch,
+        paths: list[str],
+        timer: PhaseTimer,
+    ) -> GradientUpdate:
+        cfg = self.mend_config
+        hypernet = self._hypernet
+        assert hypernet is not None  # loaded (and checked against the model) by paths_for
+        with timer.phase("gradients"):
+            factors, _logits = gradient_factors(lm, paths, batch, range(len(requests)))
+        with timer.phase("network"), torch.no_grad():
+            updates = {p: u * cfg.edit_lr_scale for p, u in hypernet.updates(factors).items()}
+            if cfg.max_delta_fro is not None:
+                for update in updates.values():
+                    project_fro_ball_(update, cfg.max_delta_fro)
+        return GradientUpdate(
+            deltas=updates,
             info={
                 "paths": list(paths),
                 "checkpoint_model": hypernet.spec.model,
                 "gradient_tokens": {p: int(x.shape[0]) for p, (x, _d) in factors.items()},
                 "edit_lrs": [float(v) * cfg.edit_lr_scale for v in hypernet.edit_lrs.detach()],
-                "delta_fro": {p: float(u.double().norm()) for p, u in updates.items()},
             },
         )

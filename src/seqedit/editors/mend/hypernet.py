@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from seqedit.editors.gradient import edited_paths
 from seqedit.editors.mend.network import MendNetwork, pseudo_gradient
 from seqedit.models.adapters.base import ArchitectureAdapter, MatrixKind
 from seqedit.models.loading import LoadedModel
@@ -73,10 +74,15 @@ class MendHypernet(nn.Module):
                 self.networks[key] = MendNetwork(in_dim, out_dim, spec.rank, counts[key])
         self.edit_lrs = nn.Parameter(torch.full((len(spec.paths),), float(spec.edit_lr_init)))
 
+    def network(self, key: str) -> MendNetwork:
+        network = self.networks[key]
+        assert isinstance(network, MendNetwork)  # ModuleDict is typed as holding any Module
+        return network
+
     def update_stats(self, factors: Factors) -> None:
         for path, (x, delta) in factors.items():
             key, mode = self.modes[path]
-            self.networks[key].update_stats(x, delta, mode)
+            self.network(key).update_stats(x, delta, mode)
 
     def updates(self, factors: Factors) -> dict[str, torch.Tensor]:
         """``ΔW = −α_ℓ Σ_i δ̃_i x̃_iᵀ`` (canonical ``[out, in]``, float32) for every edited path."""
@@ -84,8 +90,7 @@ class MendHypernet(nn.Module):
         for index, path in enumerate(self.spec.paths):
             x, delta = factors[path]
             key, mode = self.modes[path]
-            network: MendNetwork = self.networks[key]  # type: ignore[assignment]
-            x_tilde, delta_tilde = network(x, delta, mode)
+            x_tilde, delta_tilde = self.network(key)(x, delta, mode)
             result[path] = -self.edit_lrs[index] * pseudo_gradient(x_tilde, delta_tilde)
         return result
 
@@ -138,8 +143,6 @@ def default_checkpoint_dir(model_name: str) -> Path:
 def build_spec(
     lm: LoadedModel, layers: Sequence[int], kinds: Sequence[MatrixKind], rank: int, edit_lr_init: float
 ) -> MendSpec:
-    from seqedit.editors.finetune import edited_paths
-
     paths = edited_paths(lm.adapter, layers, kinds)
     shapes = [(int(lm.adapter.weight(p).shape[0]), int(lm.adapter.weight(p).shape[1])) for p in paths]
     return MendSpec(

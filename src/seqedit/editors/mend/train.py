@@ -51,7 +51,9 @@ class MendTrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("smollm2-135m", description="Model to train the editor for.")
+    model: str = Field(
+        "smollm2-135m", description="Model to train the editor for: embedded name, hub id or local directory."
+    )
     layers: list[int] = Field([-3, -2, -1], description="Edited layers (negative counts from the top).")
     kinds: list[MatrixKind] = Field(["mlp.out_proj"], min_length=1, description="Edited matrix kinds.")
     rank: int = Field(192, ge=1, description="Rank of the networks' low-rank blocks.")
@@ -63,7 +65,8 @@ class MendTrainConfig(BaseModel):
     grad_clip: float = Field(100.0, gt=0, description="Gradient-norm clip of the outer update.")
     steps: int = Field(2000, ge=1, description="Total training steps (one fact per step).")
     max_minutes: float | None = Field(
-        20.0, gt=0, description="Stop (and save) after this much wall time of training and validation."
+        20.0, gt=0, description="Stop (and save) after this many minutes of training and validation "
+        "(None, or 0 on the command line: no limit)."
     )
     data: Path | None = Field(
         None, description="Edit file in any layout seqedit.data reads; None: the registered counterfact-train dataset."
@@ -76,7 +79,7 @@ class MendTrainConfig(BaseModel):
         20, ge=1, description="Facts whose gradient factors seed the normalisation statistics before step 1."
     )
     output: Path | None = Field(None, description="Checkpoint directory; None: <cache>/mend/<model>.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of the data order and the networks' initialisation.")
 
 
 # ---------------------------------------------------------------------- data
