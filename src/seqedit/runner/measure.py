@@ -13,6 +13,7 @@ import torch
 
 from seqedit.data.corpora import (
     WIKITEXT2,
+    Corpus,
     TextOverlapError,
     TextSplit,
     check_disjoint,
@@ -102,41 +103,42 @@ def statistics_text(config: RunConfig, lm: LoadedModel) -> tuple[str, int] | Non
     return corpus, n_samples
 
 
-def check_probe_text(
-    config: RunConfig, lm: LoadedModel, snippets: Sequence[str], split: TextSplit | None
-) -> dict[str, Any]:
-    """What the probes and the key statistics read, and how many probe snippets are statistics paragraphs.
-    An explicit ``text.probes`` that shares any is refused (ConfigError); the unset legacy default is only
-    recorded, so runs started before splits were named resume with the same probes."""
+def statistics_text_record(config: RunConfig, lm: LoadedModel) -> tuple[dict[str, Any] | None, Corpus | None]:
+    """What the editor's key statistics read (None for methods without them) and, for a corpus of
+    paragraphs, that corpus (generated text is sampled from the model: no corpus paragraph is in it)."""
     statistics = statistics_text(config, lm)
-    record: dict[str, Any] = {
-        "probes": {"split": split.name if split else "built-in probe prompts", "snippets": len(snippets),
-                   "explicit": config.text.probes is not None},
-        "statistics": None,
-    }
     if statistics is None:
-        return record
+        return None, None
     corpus_spec, n_samples = statistics
-    if corpus_spec == GENERATED_CORPUS:  # sampled from the model: no corpus paragraph can be a probe
-        record["statistics"] = {"split": GENERATED_CORPUS, "paragraphs": n_samples}
-        return record
+    if corpus_spec == GENERATED_CORPUS:
+        return {"split": GENERATED_CORPUS, "paragraphs": n_samples}, None
     with warnings.catch_warnings():  # the editor warns about a missing corpus itself
         warnings.simplefilter("ignore")
         try:
             corpus = statistics_corpus(corpus_spec)
         except ValueError as exc:
             raise ConfigError(f"field 'hparams.mom2_corpus': {exc}") from exc
-    record["statistics"] = {"split": corpus.split or corpus.name, "paragraphs": n_samples, "fallback": corpus.fallback}
-    if split is None:
-        return record
-    shared = shared_paragraphs(snippets, corpus.sample(n_samples))
-    record["probes"]["shared_with_statistics"] = len(shared)
-    if shared and config.text.probes is not None:
-        try:
-            check_disjoint(split, snippets, corpus, n_samples)
-        except TextOverlapError as exc:
-            raise ConfigError(f"field 'text.probes': {exc}") from exc
-    return record
+    return {"split": corpus.split or corpus.name, "paragraphs": n_samples, "fallback": corpus.fallback}, corpus
+
+
+def check_probe_text(
+    config: RunConfig, lm: LoadedModel, snippets: Sequence[str], split: TextSplit | None
+) -> dict[str, Any]:
+    """What the probes and the key statistics read, and how many probe snippets are statistics paragraphs.
+    An explicit ``text.probes`` that shares any is refused (ConfigError); the unset legacy default is only
+    recorded, so runs started before splits were named resume with the same probes."""
+    statistics, corpus = statistics_text_record(config, lm)
+    probes: dict[str, Any] = {"split": split.name if split else "built-in probe prompts", "snippets": len(snippets),
+                              "explicit": config.text.probes is not None}
+    if corpus is not None and statistics is not None and split is not None:
+        n_samples = int(statistics["paragraphs"])
+        probes["shared_with_statistics"] = len(shared_paragraphs(snippets, corpus.sample(n_samples)))
+        if probes["shared_with_statistics"] and config.text.probes is not None:
+            try:
+                check_disjoint(split, snippets, corpus, n_samples)
+            except TextOverlapError as exc:
+                raise ConfigError(f"field 'text.probes': {exc}") from exc
+    return {"probes": probes, "statistics": statistics}
 
 
 class Measurements:
@@ -171,6 +173,8 @@ class Measurements:
             self.activations = ActivationMonitor(
                 lm, texts, layers=config.probe.layers, top_k=config.probe.pca_k, max_length=config.probe.max_tokens
             )
+        else:
+            self.text_splits = {"statistics": statistics_text_record(config, lm)[0]}
         self.edit_config = EditEvalConfig(
             batch_size=ev.batch_size, fluency=FluencyConfig(enabled=ev.fluency, seed=config.seed)
         )
