@@ -70,3 +70,33 @@ def test_bare_name_is_not_a_probe_split(tiny_run_config, tmp_path) -> None:
     config = tiny_run_config(tmp_path, text={"probes": "wikitext2"})
     with pytest.raises(ConfigError, match=r"text\.probes.*name the split"):
         probe_snippets(config)
+
+
+def test_run_records_its_splits_and_an_older_run_resumes(data_dir, tiny_run_config, tmp_path) -> None:
+    import json
+
+    import yaml
+
+    from seqedit.runner.run import resume_experiment, run_experiment
+
+    def tiny():
+        return build_tiny_model("llama", num_layers=4, hidden=48, seed=3)
+
+    config = tiny_run_config(tmp_path, "run")  # statistics on the builtin text (stable edits on a tiny model)
+    first = run_experiment(config, lm=tiny(), show_progress=False, max_steps=1)
+    assert first.status == "running"
+    manifest = json.loads(sorted((config.output_dir / "state").glob("monitor_step_*.json"))[-1].read_text())
+    text = manifest["meta"]["text"]
+    assert text["probes"]["split"] == "wikitext2:test" and text["probes"]["explicit"] is False
+    assert text["statistics"] == {"split": "builtin", "paragraphs": 20, "fallback": False}
+    assert text["probes"]["shared_with_statistics"] == 0
+    # A run started before text splits were configurable has no `text` in its records: it resumes unchanged.
+    path = config.output_dir / "config.yaml"
+    stored = yaml.safe_load(path.read_text())
+    assert stored.pop("text") == {"probes": None}
+    path.write_text(yaml.safe_dump(stored))
+    editor = json.loads((config.output_dir / "editor.json").read_text())
+    del editor["config"]["text"]
+    (config.output_dir / "editor.json").write_text(json.dumps(editor))
+    resumed = resume_experiment(config.output_dir, lm=tiny(), show_progress=False)
+    assert resumed.status == "finished", resumed.message
