@@ -166,7 +166,7 @@ class RunConfig(_Strict):
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     track: TrackingSpec = Field(default_factory=TrackingSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
-    text: TextSpec = Field(default_factory=TextSpec)
+    text: TextSpec = Field(default_factory=lambda: TextSpec(probes=None))
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
