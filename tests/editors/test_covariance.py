@@ -172,3 +172,14 @@ def test_too_few_tokens_warn_that_the_moment_is_singular(tmp_path, tiny_llama):
     short.write_text("A few words.\n\nNot many more.\n")
     with pytest.warns(UserWarning, match="singular"):
         second_moments(tiny_llama, [1], corpus=str(short), n_samples=2, cache_dir=tmp_path, progress=False)
+
+
+def test_cache_key_of_existing_statistics_is_stable():
+    """The key of a SmolLM2 layer-3 entry made before text splits were named (its file name in the shared
+    statistics cache): a change of StatsKey's fields or of the corpus name would orphan every cached entry."""
+    key = covariance.StatsKey(
+        model="smollm2-135m", weights="4424b41252fff7d1", layer=3, site=covariance.SITE, corpus="wikitext2",
+        corpus_sha256="d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
+        n_samples=300, max_length=256, dtype="float32",
+    )
+    assert key.filename() == "l003-82e5d859bffd352af56a.safetensors"

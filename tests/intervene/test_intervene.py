@@ -133,7 +133,7 @@ def test_named_data_comes_through_the_data_layer(monkeypatch: pytest.MonkeyPatch
     lm = build_tiny_model("gpt2", num_layers=1, hidden=32)
     monkeypatch.setenv("SEQEDIT_DATA_DIR", str(FIXTURE_DATA_DIR))
     text, description = load_dataset(lm.tokenizer, "wikitext2", 16)
-    assert isinstance(text, TextChunks) and description == "text:wikitext2"
+    assert isinstance(text, TextChunks) and description == "text:wikitext2 (wikitext2:valid)"  # the split, recorded
     decoded = lm.tokenizer.decode(text.chunks.flatten().tolist())
     assert decoded.startswith("The example article is") and "= =" not in decoded  # paragraphs, no headings
     rte, _ = load_dataset(lm.tokenizer, "rte", 256)

@@ -5,6 +5,14 @@ Load by registered name (``load_edit_requests("counterfact")``) or by file path;
 """
 
 from seqedit.data.builtin import read_builtin
+from seqedit.data.corpora import (
+    Corpus,
+    TextOverlapError,
+    TextSplit,
+    parse_split,
+    read_split,
+    statistics_corpus,
+)
 from seqedit.data.counterfact import read_counterfact
 from seqedit.data.download import download_dataset
 from seqedit.data.downstream import read_classification, read_multiple_choice
@@ -35,6 +43,7 @@ from seqedit.data.zsre import read_zsre
 
 __all__ = [
     "DATASETS",
+    "Corpus",
     "DatasetError",
     "DatasetInfo",
     "DatasetNotFoundError",
@@ -47,6 +56,8 @@ __all__ = [
     "NeighborhoodPrompt",
     "SkippedRecord",
     "TextClassificationExample",
+    "TextOverlapError",
+    "TextSplit",
     "UnknownDatasetError",
     "dataset_path",
     "describe_datasets",
@@ -55,12 +66,15 @@ __all__ = [
     "load_edit_requests",
     "load_known_facts",
     "load_text",
+    "parse_split",
     "read_builtin",
     "read_classification",
     "read_counterfact",
     "read_edit_file",
     "read_known_facts",
     "read_multiple_choice",
+    "read_split",
     "read_wikitext",
     "read_zsre",
+    "statistics_corpus",
 ]

@@ -104,7 +104,8 @@ def _wikitext(split: str, words: str) -> DatasetSpec:
         kind="text",
         paths=(f"text/wikitext2-{split}.txt",),
         reader=read_wikitext,
-        description=f"WikiText-2 {split} split, tokenised text with <unk> (~{words} words); paragraphs.",
+        description=f"WikiText-2 {split} split (text name wikitext2:{split}), tokenised text with <unk> (~{words} "
+        "words); paragraphs.",
         url=f"{_WIKITEXT.format(commit=_WIKITEXT_COMMITS[split])}/{split}.txt",
         citation="Merity, Xiong, Bradbury, Socher. Pointer Sentinel Mixture Models. ICLR 2017.",
         licence="CC BY-SA 3.0",

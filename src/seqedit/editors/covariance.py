@@ -22,9 +22,9 @@ describes the unedited model -- while a different checkpoint or a fine-tuned mod
 tensor contributes its name, shape, dtype and a strided sample of at most 4,096 values, so fingerprinting
 costs the same for a 135M and an 8B model.
 
-Corpus: ``wikitext2`` (the default) reads ``text/wikitext2-test.txt`` from the data directory
-(``SEQEDIT_DATA_DIR``). Without a data directory it falls back to ``builtin-prose``, real English prose
-shipped with the package (Jane Austen, about 56,000 SmolLM2 tokens; ``seqedit.data.prose``), and marks the
+Corpus: ``wikitext2`` (the default; explicitly ``wikitext2:test``) reads ``text/wikitext2-test.txt`` from the
+data directory (``SEQEDIT_DATA_DIR``) through :mod:`seqedit.data.corpora`; ``wikitext2:valid`` reads the
+valid split. Without a data directory it falls back to ``builtin-prose``, real English prose shipped with the package (Jane Austen, about 56,000 SmolLM2 tokens; ``seqedit.data.prose``), and marks the
 result as a fallback. Its samples are passages of consecutive paragraphs of about 800 characters, close to
 the length of a WikiText-2 paragraph. ``generated`` (text the model samples from sentence openings of the
 small ``builtin`` text, cached per model) is still available by name; it costs minutes of sampling on a CPU.
@@ -44,13 +44,14 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from seqedit.data.prose import BUILTIN_PROSE, read_builtin_prose
+from seqedit.data.corpora import BUILTIN_TEXT, Corpus, builtin_text, split_paragraphs, statistics_corpus
+from seqedit.data.corpora import builtin_corpus as builtin_corpus
+from seqedit.data.corpora import builtin_prose_corpus as builtin_prose_corpus
 from seqedit.editors.keys import pad_rows
 from seqedit.editors.solvers import solve_device
 from seqedit.models import hooks
@@ -63,7 +64,7 @@ from seqedit.utils.progress import note, progress_allowed
 from seqedit.utils.torch_utils import resolve_dtype
 
 DEFAULT_CORPUS = "wikitext2"
-BUILTIN_CORPUS = "builtin"
+BUILTIN_CORPUS = BUILTIN_TEXT
 GENERATED_CORPUS = "generated"
 GENERATED_SAMPLES = 48  # continuations sampled from the model (the fallback corpus)
 GENERATED_TOKENS = 192  # new tokens per continuation
@@ -72,60 +73,10 @@ SITE = "mlp.out_proj.input"
 # Bump when the way samples are chosen or tokenised changes, so old cache entries are not reused.
 SAMPLER_VERSION = "paragraphs-shuffled-seed0-v1"
 _FINGERPRINT_VALUES = 4096
-_WIKITEXT_FILES = {"wikitext2": "wikitext2-test.txt", "wikitext2-valid": "wikitext2-valid.txt"}
 
 
 # ---------------------------------------------------------------------------------------------- corpus
-@dataclass(frozen=True)
-class Corpus:
-    """A text corpus split into samples (paragraphs)."""
-
-    name: str
-    source: str  # file path, or "package:<file>" for the built-in text
-    sha256: str
-    samples: tuple[str, ...]
-    fallback: bool = False  # True when the requested corpus was unavailable and the built-in one is used
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "sha256": self.sha256[:16],
-            "paragraphs": len(self.samples),
-            "fallback": self.fallback,
-        }
-
-
-def _detokenise_wikitext(line: str) -> str:
-    """Undo WikiText's split number/hyphen tokens (``3 @,@ 000``) so the text reads like normal prose."""
-    line = re.sub(r" @(.)@ ", r"\1", line)
-    return line.strip()
-
-
-def split_paragraphs(text: str, *, wikitext: bool = False) -> list[str]:
-    if wikitext:
-        lines = (ln.strip() for ln in text.splitlines())
-        return [_detokenise_wikitext(ln) for ln in lines if ln and not ln.startswith("=")]
-    blocks = [b.strip() for b in re.split(r"\n\s*\n", text)]
-    blocks = [" ".join(b.split()) for b in blocks if b]
-    if len(blocks) <= 1:
-        blocks = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return blocks
-
-
-def builtin_prose_corpus(*, fallback: bool = False) -> Corpus:
-    """The English prose sample shipped with seqedit, as passages (see :mod:`seqedit.data.prose`)."""
-    passages = tuple(read_builtin_prose())
-    return Corpus(BUILTIN_PROSE, "package:data/prose/austen.txt", sha256_text("\n\n".join(passages)), passages, fallback)
-
-
-def builtin_corpus(*, fallback: bool = False) -> Corpus:
-    text = _builtin_text()
-    return Corpus(BUILTIN_CORPUS, "package:builtin_corpus.txt", sha256_text(text), tuple(split_paragraphs(text)), fallback)
-
-
-def _builtin_text() -> str:
-    return resources.files("seqedit.editors").joinpath("resources/builtin_corpus.txt").read_text(encoding="utf-8")
+# The text itself comes through the data layer (seqedit.data.corpora), whose names stay importable here.
 
 
 def sentence_openings(text: str, words: int = 5) -> list[str]:
@@ -153,7 +104,7 @@ def generated_corpus(
     stats_dir = (cache_dir or get_settings().stats_cache) / _safe_model_name(lm.name)
     path = stats_dir / f"generated-{fingerprint}-{n_samples}x{new_tokens}-seed{seed}.txt"
     if not path.exists():
-        openings = sentence_openings(_builtin_text())
+        openings = sentence_openings(builtin_text())
         rng = random.Random(seed)
         prompts = rng.sample(openings, n_samples) if n_samples <= len(openings) else rng.choices(openings, k=n_samples)
         tokenizer = lm.tokenizer
@@ -178,45 +129,19 @@ def generated_corpus(
         body = "\n\n".join(" ".join(t.split()) for t in texts if t.strip())
         write_text_atomic(path, body + "\n")
     text = path.read_text(encoding="utf-8")
-    return Corpus(GENERATED_CORPUS, str(path), sha256_text(text), tuple(split_paragraphs(text)), fallback)
+    return Corpus(GENERATED_CORPUS, str(path), sha256_text(text), tuple(split_paragraphs(text)), fallback, GENERATED_CORPUS)
 
 
 def load_corpus(name_or_path: str = DEFAULT_CORPUS, lm: LoadedModel | None = None) -> Corpus:
-    """Resolve a corpus by name (``wikitext2``, ``wikitext2-valid``, ``builtin-prose``, ``generated``,
-    ``builtin``) or ``.txt`` path. ``generated`` needs the model ``lm``. WikiText-2 without a data directory
-    falls back to ``builtin-prose``."""
-    if name_or_path == BUILTIN_PROSE:
-        return builtin_prose_corpus()
-    if name_or_path == BUILTIN_CORPUS:
-        return builtin_corpus()
+    """Resolve a corpus by split name (``wikitext2:test``, ``wikitext2:valid``; a bare ``wikitext2`` is the
+    test split), ``builtin-prose``, ``generated``, ``builtin`` or ``.txt`` path (see
+    :func:`seqedit.data.corpora.statistics_corpus`). ``generated`` needs the model ``lm``. WikiText-2 without a
+    data directory falls back to ``builtin-prose``."""
     if name_or_path == GENERATED_CORPUS:
         if lm is None:
             raise ValueError("the 'generated' covariance corpus is sampled from the model: pass lm")
         return generated_corpus(lm)
-    if name_or_path in _WIKITEXT_FILES:
-        data_dir = get_settings().data_dir
-        path = data_dir / "text" / _WIKITEXT_FILES[name_or_path] if data_dir else None
-        if path is None or not path.is_file():
-            where = f"{path} does not exist" if path else "SEQEDIT_DATA_DIR is not set"
-            warnings.warn(
-                f"key statistics: corpus '{name_or_path}' is unavailable ({where}); using the built-in English "
-                "prose sample (Jane Austen, ~56k tokens) instead.",
-                stacklevel=2,
-            )
-            return builtin_prose_corpus(fallback=True)
-        text = path.read_text(encoding="utf-8")
-        return Corpus(name_or_path, str(path), sha256_text(text), tuple(split_paragraphs(text, wikitext=True)))
-    path = Path(name_or_path).expanduser()
-    if not path.is_file():
-        raise ValueError(
-            f"unknown covariance corpus '{name_or_path}': not one of "
-            f"{sorted([*_WIKITEXT_FILES, BUILTIN_PROSE, BUILTIN_CORPUS, GENERATED_CORPUS])} and not an existing text file"
-        )
-    text = path.read_text(encoding="utf-8")
-    samples = tuple(split_paragraphs(text))
-    if not samples:
-        raise ValueError(f"covariance corpus {path} contains no text")
-    return Corpus(path.stem, str(path), sha256_text(text), samples)
+    return statistics_corpus(name_or_path)
 
 
 # ---------------------------------------------------------------------------------------------- cache key
@@ -279,9 +204,7 @@ class SecondMoment:
 
 # ---------------------------------------------------------------------------------------------- compute
 def _select_samples(corpus: Corpus, n_samples: int) -> list[str]:
-    order = list(range(len(corpus.samples)))
-    random.Random(0).shuffle(order)
-    return [corpus.samples[i] for i in order[:n_samples]]
+    return corpus.sample(n_samples)
 
 
 def _token_batches(token_lists: Sequence[list[int]], token_budget: int) -> list[list[int]]:

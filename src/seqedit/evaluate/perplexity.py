@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from seqedit.data import load_text
+from seqedit.data import parse_split, read_split
 from seqedit.evaluate.scoring import logits_at
 from seqedit.models.loading import LoadedModel
 from seqedit.utils.rows import CheckpointRow, checkpoint_row
@@ -31,7 +31,8 @@ class PerplexityConfig(BaseModel):
 
     corpus: str = Field(
         "wikitext2-valid",
-        description="Text corpus: a registered name (wikitext2-valid, wikitext2-test) or a WikiText-style file.",
+        description="Text split (wikitext2:valid, wikitext2:test, or the dataset names wikitext2-valid, "
+        "wikitext2-test; a bare wikitext2 is the valid split) or a WikiText-style file.",
     )
     max_tokens: int = Field(
         4096, ge=2, description="Token budget: the first max_tokens tokens are evaluated."
@@ -172,7 +173,8 @@ def perplexity(
 
 
 class PerplexityEvaluator:
-    """Perplexity on a fixed corpus: its paragraphs (``seqedit.data.load_text``) joined by newlines, read once."""
+    """Perplexity on a fixed text split: its paragraphs (``seqedit.data.read_split``) joined by newlines, read
+    once. ``split`` is the explicit split read (``wikitext2:valid``)."""
 
     def __init__(
         self,
@@ -182,7 +184,8 @@ class PerplexityEvaluator:
         text: str | None = None,
     ) -> None:
         self.config = config or PerplexityConfig()
-        self.text = text if text is not None else "\n".join(load_text(self.config.corpus, data_dir=data_dir))
+        self.split = parse_split(self.config.corpus, "perplexity")
+        self.text = text if text is not None else "\n".join(read_split(self.split, data_dir=data_dir))
 
     def evaluate(self, lm: LoadedModel, *, show_progress: bool = False) -> PerplexityResult:
         return perplexity(lm, self.text, self.config, show_progress=show_progress)

@@ -1,8 +1,9 @@
 """Training data of interventions: text chunks for continued pre-training, prompt -> answer pairs for
 task fine-tuning (loss on the answer tokens only).
 
-Data comes through :mod:`seqedit.data`: WikiText as its paragraphs (``load_text``; headings and blank lines
-dropped, one paragraph per line), tasks as GLUE-style examples (``read_classification`` of the registered
+Data comes through :mod:`seqedit.data`: WikiText as the paragraphs of an explicit split (``wikitext2:valid``,
+``wikitext2:test``; a bare ``wikitext2`` is the valid split, as before split names; ``read_split``: headings and
+blank lines dropped, one paragraph per line), tasks as GLUE-style examples (``read_classification`` of the registered
 file or of a ``<task>.json``; labels with GLUE's meaning), each rendered as text with a fixed template, e.g. SST-2:
 ``"Review: <sentence>\nSentiment:" -> " positive"``.
 """
@@ -17,11 +18,18 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from seqedit.data import TextClassificationExample, dataset_path, load_text, read_classification
+from seqedit.data import (
+    TextClassificationExample,
+    dataset_path,
+    load_text,
+    parse_split,
+    read_classification,
+    read_split,
+)
 from seqedit.models.tokens import PromptTargetBatch, encode_prompt_targets
 
-# Intervention corpus name -> registered text dataset.
-TEXT_CORPORA: dict[str, str] = {"wikitext2": "wikitext2-valid"}
+# Text names accepted as intervention data (a bare "wikitext2" is the valid split: BARE_WIKITEXT_SPLIT).
+TEXT_CORPORA: tuple[str, ...] = ("wikitext2", "wikitext2:valid", "wikitext2:test")
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,9 @@ Dataset = TextChunks | TaskExamples
 def load_dataset(tokenizer: PreTrainedTokenizerBase, data: str, seq_len: int) -> tuple[Dataset, str]:
     """``(dataset, description)`` for a named corpus/task or a file path."""
     if data in TEXT_CORPORA:
-        return TextChunks(tokenizer, corpus_text(TEXT_CORPORA[data]), seq_len), f"text:{data}"
+        split = parse_split(data, "intervention")
+        text = "\n".join(read_split(split))
+        return TextChunks(tokenizer, text, seq_len), f"text:{data}" + ("" if data == split.name else f" ({split.name})")
     if data in TASK_FORMATS:
         examples = read_classification(dataset_path(data), task=data).records
         return TaskExamples(tokenizer, examples, TASK_FORMATS[data], seq_len), f"task:{data}"

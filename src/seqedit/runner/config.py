@@ -74,6 +74,18 @@ class ProbeSpec(_Strict):
     layers: list[int] | None = Field(None, description="Layers to monitor; null: all layers.")
 
 
+class TextSpec(_Strict):
+    """Text splits the runner's own measurements read (the defaults of every consumer: seqedit.data.corpora)."""
+
+    probes: str | None = Field(
+        None,
+        description="Split of the activation probe snippets: wikitext2:valid, wikitext2:test or a WikiText-style "
+        "file; it must share no paragraph with the key-statistics sample (checked, else the run is refused). "
+        "null: wikitext2:test unchecked, as in runs made before splits were named (it overlaps the default "
+        "statistics sample; the overlap is recorded).",
+    )
+
+
 class LMEvalSpec(_Strict):
     """lm-evaluation-harness tasks at checkpoints (``pip install "seqedit[lm-eval]"``)."""
 
@@ -154,6 +166,7 @@ class RunConfig(_Strict):
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     track: TrackingSpec = Field(default_factory=TrackingSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    text: TextSpec = Field(default_factory=lambda: TextSpec(probes=None))
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import random
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from seqedit.data.corpora import (
+    WIKITEXT2,
+    Corpus,
+    TextOverlapError,
+    TextSplit,
+    check_disjoint,
+    parse_split,
+    read_split,
+    shared_paragraphs,
+    statistics_corpus,
+)
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditResult
+from seqedit.editors.covariance import GENERATED_CORPUS
+from seqedit.editors.registry import make_config
 from seqedit.evaluate.downstream import DownstreamConfig, DownstreamEvaluator
 from seqedit.evaluate.edit_metrics import EditEvalConfig, FluencyConfig, evaluate_edits
 from seqedit.evaluate.lm_eval import LMEvalConfig, LMEvalEvaluator
@@ -25,7 +39,9 @@ from seqedit.runner.config import ConfigError, RunConfig
 from seqedit.settings import get_settings
 
 ZSRE_METRICS = frozenset({"rewrite_acc", "paraphrase_acc", "neighborhood_acc"})
-PROBE_CORPUS = "wikitext2-test"  # held out: perplexity is measured on wikitext2-valid
+# Unset text.probes: the split of every run before splits were named. Perplexity reads wikitext2:valid, but the
+# key statistics read this split too (their sample shares paragraphs with the probes; recorded, see TextSpec).
+PROBE_SPLIT = TextSplit(WIKITEXT2, "test")
 RETENTION_SEED_SALT = 7919  # separates the retention sample's random stream from the run's other seeded draws
 
 
@@ -38,29 +54,91 @@ def tracked_matrices(lm: LoadedModel, groups: Sequence[str]) -> list[MatrixInfo]
     return sorted(seen.values(), key=lambda m: (m.layer, m.kind, m.path))
 
 
-def _corpus_paragraphs(name: str) -> list[str] | None:
-    if get_settings().data_dir is None:
-        return None
-    from seqedit.data import load_text
-
+def probe_split(config: RunConfig) -> TextSplit:
+    """The split the probe snippets come from (``text.probes``; unset: the legacy :data:`PROBE_SPLIT`)."""
+    if config.text.probes is None:
+        return PROBE_SPLIT
     try:
-        return load_text(name)
+        return parse_split(config.text.probes, "probes")
+    except ValueError as exc:
+        raise ConfigError(f"field 'text.probes': {exc}") from exc
+
+
+def _split_paragraphs(split: TextSplit) -> list[str] | None:
+    """The split's paragraphs; None without a data directory or file (probes fall back to built-in prompts)."""
+    if split.is_wikitext and get_settings().data_dir is None:
+        return None
+    try:
+        return read_split(split)
     except FileNotFoundError:
         return None
 
 
-def probe_texts(config: RunConfig, held_out: Sequence[EditRequest]) -> tuple[list[str], str]:
-    """Held-out corpus snippets (or, without a data directory, seqedit's built-in probe prompts) plus the
-    prompts of facts this run never edits; also says what was used."""
-    paragraphs = _corpus_paragraphs(PROBE_CORPUS)
+def probe_snippets(config: RunConfig) -> tuple[list[str], str, TextSplit | None]:
+    """Held-out corpus snippets (or, without a data directory, seqedit's built-in probe prompts), what they
+    are, and the split they come from (None: built-in prompts)."""
+    split = probe_split(config)
+    paragraphs = _split_paragraphs(split)
     if paragraphs:
         texts = list(build_probe_set(paragraphs, n_snippets=config.probe.texts, n_prompts=0, seed=config.seed).texts)
-        source = f"{len(texts)} {PROBE_CORPUS} snippets"
-    else:
-        texts = list(BUILTIN_PROBE_PROMPTS[: config.probe.texts])
-        source = f"{len(texts)} built-in probe prompts"
+        return texts, f"{len(texts)} {split.dataset} snippets", split
+    texts = list(BUILTIN_PROBE_PROMPTS[: config.probe.texts])
+    return texts, f"{len(texts)} built-in probe prompts", None
+
+
+def probe_texts(config: RunConfig, held_out: Sequence[EditRequest]) -> tuple[list[str], str]:
+    """Probe snippets (:func:`probe_snippets`) plus the prompts of facts this run never edits; also says
+    what was used."""
+    texts, source, _ = probe_snippets(config)
     facts = [r.full_prompt for r in held_out[: config.probe.prompts]]
     return texts + facts, f"{source} + {len(facts)} prompts of facts not edited in this run"
+
+
+def statistics_text(config: RunConfig, lm: LoadedModel) -> tuple[str, int] | None:
+    """The editor's key-statistics corpus setting and sample size; None for methods without key statistics."""
+    settings = make_config(config.method, lm, config.hparams, config.profile)
+    corpus, n_samples = getattr(settings, "mom2_corpus", None), getattr(settings, "mom2_n_samples", None)
+    if not isinstance(corpus, str) or not isinstance(n_samples, int):
+        return None
+    return corpus, n_samples
+
+
+def statistics_text_record(config: RunConfig, lm: LoadedModel) -> tuple[dict[str, Any] | None, Corpus | None]:
+    """What the editor's key statistics read (None for methods without them) and, for a corpus of
+    paragraphs, that corpus (generated text is sampled from the model: no corpus paragraph is in it)."""
+    statistics = statistics_text(config, lm)
+    if statistics is None:
+        return None, None
+    corpus_spec, n_samples = statistics
+    if corpus_spec == GENERATED_CORPUS:
+        return {"split": GENERATED_CORPUS, "paragraphs": n_samples}, None
+    with warnings.catch_warnings():  # the editor warns about a missing corpus itself
+        warnings.simplefilter("ignore")
+        try:
+            corpus = statistics_corpus(corpus_spec)
+        except ValueError as exc:
+            raise ConfigError(f"field 'hparams.mom2_corpus': {exc}") from exc
+    return {"split": corpus.split or corpus.name, "paragraphs": n_samples, "fallback": corpus.fallback}, corpus
+
+
+def check_probe_text(
+    config: RunConfig, lm: LoadedModel, snippets: Sequence[str], split: TextSplit | None
+) -> dict[str, Any]:
+    """What the probes and the key statistics read, and how many probe snippets are statistics paragraphs.
+    An explicit ``text.probes`` that shares any is refused (ConfigError); the unset legacy default is only
+    recorded, so runs started before splits were named resume with the same probes."""
+    statistics, corpus = statistics_text_record(config, lm)
+    probes: dict[str, Any] = {"split": split.name if split else "built-in probe prompts", "snippets": len(snippets),
+                              "explicit": config.text.probes is not None}
+    if corpus is not None and statistics is not None and split is not None:
+        n_samples = int(statistics["paragraphs"])
+        probes["shared_with_statistics"] = len(shared_paragraphs(snippets, corpus.sample(n_samples)))
+        if probes["shared_with_statistics"] and config.text.probes is not None:
+            try:
+                check_disjoint(split, snippets, corpus, n_samples)
+            except TextOverlapError as exc:
+                raise ConfigError(f"field 'text.probes': {exc}") from exc
+    return {"probes": probes, "statistics": statistics}
 
 
 class Measurements:
@@ -83,16 +161,27 @@ class Measurements:
         ev = config.evaluation
         self.activations: ActivationMonitor | None = None
         self.probe_description = ""
+        self.text_splits: dict[str, Any] = {}  # which text each measurement reads (recorded with the state)
         if ev.activations:
+            snippets, _, split = probe_snippets(config)
+            self.text_splits = check_probe_text(config, lm, snippets, split)
+            shared = self.text_splits["probes"].get("shared_with_statistics")
+            if shared:
+                self.log(f"activation probes: {shared} of {len(snippets)} {PROBE_SPLIT.name} snippets are key-statistics "
+                         "paragraphs (the unset text.probes of earlier runs); text.probes: wikitext2:valid avoids it")
             texts, self.probe_description = probe_texts(config, held_out)
             self.activations = ActivationMonitor(
                 lm, texts, layers=config.probe.layers, top_k=config.probe.pca_k, max_length=config.probe.max_tokens
             )
+        else:
+            self.text_splits = {"statistics": statistics_text_record(config, lm)[0]}
         self.edit_config = EditEvalConfig(
             batch_size=ev.batch_size, fluency=FluencyConfig(enabled=ev.fluency, seed=config.seed)
         )
         self.downstream = self._downstream()
         self.perplexity = self._perplexity()
+        if self.perplexity is not None:
+            self.text_splits["perplexity"] = {"split": self.perplexity.split.name, "tokens": ev.perplexity_tokens}
         self.lm_eval = self._lm_eval()
 
     # ------------------------------------------------------------------ optional evaluators
@@ -202,7 +291,7 @@ class Measurements:
         tensors = {f"norms.{k}": v for k, v in self.norms.state_dict().items()}
         if self.activations is not None:
             tensors.update({f"activations.{k}": v for k, v in self.activations.state_dict().items()})
-        return tensors, {"probe": self.probe_description}
+        return tensors, {"probe": self.probe_description, "text": self.text_splits}
 
     def load_state_dict(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         def part(prefix: str) -> dict[str, torch.Tensor]:
