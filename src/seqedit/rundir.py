@@ -1,7 +1,7 @@
 """The run-directory schema: every file name, table column and header field a run directory holds, and its
 version. Writers (``runner``, ``intervene``) and readers (``report``, ``runner.study``'s collection,
 ``scripts/build_findings.py``) spell them from here, so a change of the format is made in one place and
-gets a new :data:`SCHEMA_VERSION` (docs/report.md, "Run directory").
+gets a new :data:`SCHEMA_VERSION` (docs/design.md, "Run directory").
 
 The version is recorded in ``progress.json`` (field :data:`VERSION_FIELD`), the first file a run writes and
 the one every reader opens first. Versions:

@@ -1,4 +1,4 @@
-"""Read a run directory (the format in :mod:`seqedit.rundir`, docs/report.md "Run directory") into pandas
+"""Read a run directory (the format in :mod:`seqedit.rundir`, docs/design.md "Run directory") into pandas
 DataFrames.
 
 The directory's schema version is read from ``progress.json``: older versions are migrated

@@ -98,7 +98,7 @@ def _step_of(file: Path) -> int:
 
 
 class RunStore:
-    """Reads and writes one run directory (format: :mod:`seqedit.rundir`, docs/report.md "Run directory")."""
+    """Reads and writes one run directory (format: :mod:`seqedit.rundir`, docs/design.md "Run directory")."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)

@@ -278,12 +278,12 @@ def collect_results(run: StudyRun, destination: Path) -> Path | None:
     store = RunStore(run.run_dir)
     if not store.exists():
         return None
+    progress = store.read_progress()  # first: refuses a schema version this seqedit cannot read
     target = destination / run.name
     target.mkdir(parents=True, exist_ok=True)
     for name in COMPACT_FILES:
         if (run.run_dir / name).exists():
             shutil.copy2(run.run_dir / name, target / name)
-    progress = store.read_progress()
     completed = int(progress.get("completed_steps", 0))
     for table in COMPACT_TABLES:
         rows = [r for r in store.read(table) if int(r.get(rundir.STEP, 0)) <= completed]
