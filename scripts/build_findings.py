@@ -12,6 +12,7 @@ import argparse
 import re
 from pathlib import Path
 
+from seqedit import rundir
 from seqedit.report.findings import analyse_runs, render_markdown, verdicts, write_findings
 from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, common_checkpoint, comparison_row
 
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     args = parser.parse_args()
-    runs = sorted(p for p in args.results.iterdir() if (p / "progress.json").exists())
+    runs = sorted(p for p in args.results.iterdir() if (p / rundir.PROGRESS).exists())
     if not runs:
         raise SystemExit(f"{args.results}: no collected runs (run the study with --collect first)")
     images = args.docs / "images" / "findings"

@@ -54,7 +54,7 @@ def test_run_directory_has_the_documented_files_and_the_loss_decreases(tmp_path:
         assert (out / name).is_file(), name
     progress = json.loads((out / "progress.json").read_text())
     assert progress == {"kind": "intervention", "status": "finished", "completed_steps": 12, "n_edits": 0,
-                        "message": progress["message"]}
+                        "message": progress["message"], "schema_version": 2}
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["kind"] == "continued-pretraining" and config["lr"] == 3e-3 and config["steps"] == 12
     norms = _read_jsonl(out / "norms.jsonl")

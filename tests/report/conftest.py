@@ -6,9 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from synthetic_run import write_synthetic_edit_run, write_synthetic_intervention_run
 
 from seqedit.report.loading import RunData, load_run
-from seqedit.report.synthetic import write_synthetic_edit_run, write_synthetic_intervention_run
 
 
 @pytest.fixture(scope="session")

@@ -88,12 +88,12 @@ def test_edit_and_intervention_runs_are_not_mixed(edit_run, intervention_run):
 
 
 def test_intervention_comparison(intervention_run, tmp_path):
-    from seqedit.report.synthetic import write_synthetic_intervention_run
+    from synthetic_run import write_synthetic_intervention_run
 
-    other = write_synthetic_intervention_run(tmp_path / "wd", name="weight-decay", n_steps=40, checkpoint_every=10)
+    other = write_synthetic_intervention_run(tmp_path / "lora", kind="lora", n_steps=40, checkpoint_every=10)
     runs = prepare_runs([intervention_run, load_run(other)])
     table = comparison_table(runs)
-    assert list(table["run"]) == ["continued-pretraining", "weight-decay"]
+    assert list(table["run"]) == ["continued-pretraining", "lora"]
     assert table["train_loss_final"].notna().all()
     markdown = markdown_table(headline_frame(table))
     assert "s / step" in markdown and "edits" not in markdown

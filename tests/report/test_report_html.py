@@ -96,5 +96,9 @@ def test_report_of_a_broken_directory_fails_clearly(tmp_path):
     with pytest.raises(RunDirectoryError, match="not a directory"):
         write_report(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
+    # progress.json is read first (it holds the schema version the rest is written in)
+    with pytest.raises(RunDirectoryError, match=r"progress\.json: required file is missing"):
+        write_report(tmp_path / "empty")
+    (tmp_path / "empty" / "progress.json").write_text('{"kind": "edit", "schema_version": 2}')
     with pytest.raises(RunDirectoryError, match=r"config\.yaml: required file is missing"):
         write_report(tmp_path / "empty")

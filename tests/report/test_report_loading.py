@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from seqedit import rundir
 from seqedit.report.loading import RunDirectoryError, config_value, load_run
 
 
@@ -133,10 +134,52 @@ def test_resumed_step_rows_keep_the_latest_and_relative_norm_is_derived(second_e
     assert match["fro_rel"].iloc[0] == pytest.approx(last["fro"] / last["fro0"])
 
 
-def test_config_value_finds_common_spellings():
-    assert config_value({"editor": "rome"}, "method") == "rome"
-    assert config_value({"editor": {"name": "memit", "layers": [1]}}, "method") == "memit"
-    assert config_value({"model": {"name_or_path": "gpt2"}}, "model") == "gpt2"
-    assert config_value({"run": {"schedule": {"batch_size": 16}}}, "batch_size") == 16
-    assert config_value({"data": {"limit": 200}}, "n_edits") == 200
-    assert config_value({}, "dataset") is None
+def test_header_is_read_from_the_documented_fields_only():
+    edit = {"name": "r", "model": "gpt2", "method": "rome", "dataset": {"name": "zsre"}, "num_edits": 8,
+            "batch_size": 2}
+    assert [config_value(edit, "edit", f) for f in ("name", "model", "method", "dataset", "n_edits", "batch_size")] \
+        == ["r", "gpt2", "rome", "zsre", 8, 2]
+    # Other spellings are not guessed: a config that does not follow the schema has no header.
+    assert config_value({"editor": {"name": "memit"}}, "edit", "method") is None
+    assert config_value({"data": {"limit": 200}}, "edit", "n_edits") is None
+    intervention = {"kind": "lora", "model": "gpt2", "data": "sst2", "batch_size": 4, "steps": 9}
+    assert config_value(intervention, "intervention", "method") == "lora"
+    assert config_value(intervention, "intervention", "dataset") == "sst2"
+    assert config_value(intervention, "intervention", "name") is None
+
+
+def test_intervention_header(intervention_run):
+    meta = intervention_run.meta
+    assert (meta.name, meta.method, meta.model, meta.dataset, meta.batch_size) == (
+        "intervention", "continued-pretraining", "smollm2-135m", "wikitext2", 8,
+    )
+    assert meta.n_edits is None
+
+
+def _set_progress(run_dir: Path, **fields) -> None:
+    progress = json.loads((run_dir / "progress.json").read_text())
+    progress.update(fields)
+    (run_dir / "progress.json").write_text(json.dumps({k: v for k, v in progress.items() if v is not None}))
+
+
+def test_a_version_1_directory_loads_by_migration(second_edit_run_dir, tmp_path):
+    current = load_run(second_edit_run_dir)
+    assert current.progress.schema_version == rundir.SCHEMA_VERSION == 2
+    copy = _copy(second_edit_run_dir, tmp_path)
+    _set_progress(copy, schema_version=None)  # written before the schema was versioned
+    old = load_run(copy)
+    assert old.progress.schema_version == 1
+    assert old.meta == current.meta and old.progress.completed_steps == current.progress.completed_steps
+    pd.testing.assert_frame_equal(old.norms, current.norms)
+    pd.testing.assert_frame_equal(old.checkpoints, current.checkpoints)
+
+
+@pytest.mark.parametrize("version", [3, 0, "2", 2.0])
+def test_an_unreadable_version_fails_with_one_line_naming_both_versions(second_edit_run_dir, tmp_path, version):
+    copy = _copy(second_edit_run_dir, tmp_path)
+    _set_progress(copy, schema_version=version)
+    with pytest.raises(RunDirectoryError) as info:
+        load_run(copy)
+    message = str(info.value)
+    assert f"progress.json: run directory schema version {version!r}; this seqedit reads versions 1, 2" in message
+    assert str(copy) in message and "\n" not in message

@@ -17,6 +17,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from seqedit import rundir
 from seqedit.editors.edit_loss import frozen_eval, row_nll
 from seqedit.intervene.config import InterventionConfig
 from seqedit.intervene.data import Dataset, load_dataset, split_batches
@@ -29,7 +30,7 @@ from seqedit.runner.store import RunStore, Status, environment_info
 from seqedit.utils.torch_utils import resolve_device, seed_everything
 
 LORA_ADAPTER = "seqedit_intervention"
-KIND = "intervention"  # progress.json's kind
+KIND = rundir.KIND_INTERVENTION  # progress.json's kind
 
 
 class _Trainable:
@@ -146,7 +147,7 @@ def _progress(store: RunStore, status: Status, completed_steps: int, message: st
 
 
 def _completed_steps(store: RunStore) -> int:
-    rows = store.read("timings")
+    rows = store.read(rundir.TIMINGS)
     return int(rows[-1]["step"]) if rows else 0
 
 
@@ -174,8 +175,8 @@ def _train(
         def record(step: int) -> float:
             loss = held_out_loss(lm, dataset, eval_batches)
             snapshot = monitor.baseline() if step == 0 else monitor.update(changes.since_last())
-            store.append("norms", norm_rows(snapshot, step, trainable.trained))
-            store.append("checkpoints", [_loss_row(step, "eval_loss", loss, "held_out", eval_definition)])
+            store.append(rundir.NORMS, norm_rows(snapshot, step, trainable.trained))
+            store.append(rundir.CHECKPOINTS, [_loss_row(step, "eval_loss", loss, "held_out", eval_definition)])
             _progress(store, "running", step, f"step {step}/{cfg.steps}")
             return loss
 
@@ -198,16 +199,16 @@ def _train(
             optimiser.step()
             t1 = time.perf_counter()
             train_losses.append(value)
-            store.append("checkpoints", [_loss_row(step, "loss", value, "train_batch",
+            store.append(rundir.CHECKPOINTS, [_loss_row(step, "loss", value, "train_batch",
                                                     "mean target-token NLL of the step's batch, before its update")])
             if step % cfg.record_every == 0 or step == cfg.steps:
                 eval_end = record(step)
             t2 = time.perf_counter()
-            store.append("timings", [{"step": step, "n_edits": 0, "edits_in_step": 0, "total_s": t2 - t0,
+            store.append(rundir.TIMINGS, [{"step": step, "n_edits": 0, "edits_in_step": 0, "total_s": t2 - t0,
                                        "phase_train_s": t1 - t0, "phase_record_s": t2 - t1}])
             bar.set_postfix(loss=f"{value:.3f}")
         lm.model.eval()
-        growth = group_growth(store.read("norms"))
+        growth = group_growth(store.read(rundir.NORMS))
     finally:
         trainable.finish()
     return {

@@ -153,15 +153,14 @@ def changed_rows(norms: pd.DataFrame) -> pd.DataFrame:
 
 
 def edited_layers(run: RunData) -> list[int]:
-    """Layers whose matrices were changed: from the norm rows, else from the config."""
+    """Layers whose matrices were changed: from the norm rows, else from the config (an editor's
+    ``hparams.layers``, an intervention's ``lora_layers``)."""
     layers = run.norms.loc[run.norms["edited"], "layer"].dropna()
     if not layers.empty:
         return sorted({int(v) for v in layers})
-    for section in ("editor", "intervention"):
-        value = run.config.get(section)
-        if isinstance(value, dict) and isinstance(value.get("layers"), list):
-            return sorted(int(v) for v in value["layers"])
-    return []
+    hparams = run.config.get("hparams")
+    value = hparams.get("layers") if isinstance(hparams, dict) else run.config.get("lora_layers")
+    return sorted(int(v) for v in value) if isinstance(value, list) else []
 
 
 def matrix_labels(rows: pd.DataFrame) -> dict[str, str]:

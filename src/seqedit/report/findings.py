@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seqedit import rundir
 from seqedit.report.loading import RunData, load_run
 from seqedit.report.style import new_figure, series_colors, styled
 from seqedit.runner.health import HealthMonitor, HealthSpec
@@ -179,7 +180,8 @@ def feedback_numbers(run: RunData) -> dict[str, Any]:
 
 def read_spectra(run: RunData) -> pd.DataFrame:
     """The run's ``spectra`` table (runner.spectra), from Parquet or JSONL; empty when it was not made."""
-    for name, reader in (("spectra.parquet", pd.read_parquet), ("spectra.jsonl", lambda p: pd.read_json(p, lines=True))):
+    for name, reader in ((rundir.parquet(rundir.SPECTRA), pd.read_parquet),
+                         (rundir.jsonl(rundir.SPECTRA), lambda p: pd.read_json(p, lines=True))):
         file = run.path / name
         if file.exists() and file.stat().st_size > 0:
             return reader(file)
@@ -703,7 +705,7 @@ def write_findings(paths: Sequence[Path], out_dir: Path, *, title: str = "Findin
     page (``markdown_path``, default ``out_dir/findings.md``, with images referenced as ``image_prefix`` +
     file name). Returns the Markdown file."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = analyse_runs([Path(p) for p in paths if (Path(p) / "progress.json").exists()])
+    runs = analyse_runs([Path(p) for p in paths if (Path(p) / rundir.PROGRESS).exists()])
     findings = [f for _, f in runs]
     found = verdicts(findings)
     for name, draw in FIGURES.items():

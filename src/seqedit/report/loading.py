@@ -1,6 +1,8 @@
-"""Read a run directory (the format in ``docs/design.md``) into pandas DataFrames.
+"""Read a run directory (the format in :mod:`seqedit.rundir`, docs/design.md "Run directory") into pandas
+DataFrames.
 
-Tables are read from their Parquet mirror when it is at least as new as the JSONL file (a run that is still
+The directory's schema version is read from ``progress.json``: older versions are migrated
+(:func:`seqedit.rundir.migrate_progress`), newer ones refused with one line naming both versions. Tables are read from their Parquet mirror when it is at least as new as the JSONL file (a run that is still
 going may not have refreshed the mirror yet) and from JSONL otherwise. Optional files may be absent; a
 required file that is missing or malformed raises :class:`RunDirectoryError` naming the directory and file.
 """
@@ -17,41 +19,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from seqedit import rundir
 from seqedit.errors import UserError
 
 RunKind = Literal["edit", "intervention"]
 
-REQUIRED_FILES = ("config.yaml", "progress.json", "norms")
-
-# Columns every row of a table must carry, and optional columns that are added (empty) when absent so the
-# figures can rely on them.
-NORM_REQUIRED = ("step", "n_edits", "matrix", "fro")
-NORM_OPTIONAL = ("layer", "kind", "edited", "fro0", "fro_rel", "dist_from_init", "step_delta_fro", "spectral")
-CHECKPOINT_REQUIRED = ("step", "n_edits", "group", "name", "value")
-CHECKPOINT_OPTIONAL = ("scope", "layer", "definition")
-TIMING_REQUIRED = ("step", "total_s")
-TIMING_OPTIONAL = ("n_edits", "edits_in_step")
-REQUEST_REQUIRED = ("step", "case_id")
-
-# Where to look for the header fields in config.yaml. The runner owns that schema; these are the spellings
-# it may use (dotted paths are tried first, then the bare key anywhere in the config).
-_CONFIG_PATHS: Mapping[str, tuple[str, ...]] = {
-    "name": ("name", "run_name", "run.name"),
-    "model": ("model", "model.name", "model.name_or_path", "model.id", "model.path"),
-    "method": (
-        "method",
-        "editor",
-        "editor.name",
-        "editor.method",
-        "intervention",
-        "intervention.name",
-        "intervention.method",
-        "intervention.kind",
-    ),
-    "dataset": ("dataset", "data", "data.name", "data.dataset", "dataset.name", "data.source"),
-    "n_edits": ("n_edits", "num_edits", "data.n_edits", "data.num_edits", "data.limit", "dataset.n_edits"),
-    "batch_size": ("batch_size", "edits_per_step", "editor.batch_size", "data.batch_size", "run.batch_size"),
-}
+NORM_REQUIRED, NORM_OPTIONAL = rundir.NORM_REQUIRED, rundir.NORM_OPTIONAL
+CHECKPOINT_REQUIRED, CHECKPOINT_OPTIONAL = rundir.CHECKPOINT_REQUIRED, rundir.CHECKPOINT_OPTIONAL
+TIMING_REQUIRED, TIMING_OPTIONAL = rundir.TIMING_REQUIRED, rundir.TIMING_OPTIONAL
+REQUEST_REQUIRED = rundir.REQUEST_REQUIRED
 
 
 class RunDirectoryError(UserError, ValueError):
@@ -71,6 +47,8 @@ class Progress:
     completed_steps: int
     n_edits: int
     message: str
+    # The schema version the directory was written in (before migration; seqedit.rundir).
+    schema_version: int = rundir.SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
@@ -123,7 +101,7 @@ class RunData:
 
     @property
     def is_synthetic(self) -> bool:
-        return bool((self.environment or {}).get("synthetic")) or bool(self.config.get("synthetic"))
+        return bool((self.environment or {}).get("synthetic"))
 
     def group(self, group: str) -> pd.DataFrame:
         """Checkpoint rows of one group (``edit``, ``downstream``, ``activation``, ``profile``, ``train``)."""
@@ -138,16 +116,16 @@ def load_run(run_dir: str | Path) -> RunData:
     sources: dict[str, Path] = {}
     missing: list[str] = []
 
-    config = _read_yaml(path, "config.yaml")
-    progress = _read_progress(path)
-    norms = _read_table(path, "norms", NORM_REQUIRED, NORM_OPTIONAL, sources, missing, required=True)
+    progress = _read_progress(path)  # first: it says which version the rest is written in
+    config = _read_yaml(path, rundir.CONFIG)
+    norms = _read_table(path, rundir.NORMS, NORM_REQUIRED, NORM_OPTIONAL, sources, missing, required=True)
     checkpoints = _read_table(
-        path, "checkpoints", CHECKPOINT_REQUIRED, CHECKPOINT_OPTIONAL, sources, missing, required=False
+        path, rundir.CHECKPOINTS, CHECKPOINT_REQUIRED, CHECKPOINT_OPTIONAL, sources, missing, required=False
     )
-    timings = _read_table(path, "timings", TIMING_REQUIRED, TIMING_OPTIONAL, sources, missing, required=False)
-    requests = _read_table(path, "requests", REQUEST_REQUIRED, (), sources, missing, required=False)
-    environment = _read_optional_json(path, "environment.json", missing)
-    summary = _read_optional_json(path, "summary.json", missing)
+    timings = _read_table(path, rundir.TIMINGS, TIMING_REQUIRED, TIMING_OPTIONAL, sources, missing, required=False)
+    requests = _read_table(path, rundir.REQUESTS, REQUEST_REQUIRED, (), sources, missing, required=False)
+    environment = _read_optional_json(path, rundir.ENVIRONMENT, missing)
+    summary = _read_optional_json(path, rundir.SUMMARY, missing)
 
     return RunData(
         path=path,
@@ -202,12 +180,17 @@ def _read_optional_json(run_dir: Path, name: str, missing: list[str]) -> dict[st
 
 
 def _read_progress(run_dir: Path) -> Progress:
-    name = "progress.json"
+    name = rundir.PROGRESS
     if not (run_dir / name).is_file():
         raise RunDirectoryError(run_dir, name, "required file is missing")
-    data = _read_json(run_dir, name)
-    kind = data.get("kind", "edit")
-    if kind not in ("edit", "intervention"):
+    written = _read_json(run_dir, name)
+    try:
+        version = rundir.schema_version(run_dir, written)
+    except rundir.SchemaVersionError as exc:
+        raise RunDirectoryError(run_dir, name, exc.problem) from exc
+    data = rundir.migrate_progress(run_dir, written)
+    kind = data.get("kind")
+    if kind not in rundir.RUN_KINDS:
         raise RunDirectoryError(run_dir, name, f"'kind' must be 'edit' or 'intervention', got {kind!r}")
     try:
         completed = int(data.get("completed_steps", 0))
@@ -220,12 +203,13 @@ def _read_progress(run_dir: Path) -> Progress:
         completed_steps=completed,
         n_edits=n_edits,
         message=str(data.get("message", "") or ""),
+        schema_version=version,
     )
 
 
 def _table_file(run_dir: Path, stem: str) -> Path | None:
     """The file to read a table from: the Parquet mirror unless the JSONL file is newer."""
-    parquet, jsonl = run_dir / f"{stem}.parquet", run_dir / f"{stem}.jsonl"
+    parquet, jsonl = run_dir / rundir.parquet(stem), run_dir / rundir.jsonl(stem)
     if parquet.is_file() and (not jsonl.is_file() or parquet.stat().st_mtime >= jsonl.stat().st_mtime):
         return parquet
     if jsonl.is_file():
@@ -246,8 +230,10 @@ def _read_table(
     file = _table_file(run_dir, stem)
     if file is None:
         if required:
-            raise RunDirectoryError(run_dir, f"{stem}.jsonl", f"required file is missing (nor is there {stem}.parquet)")
-        missing.append(f"{stem}.jsonl")
+            raise RunDirectoryError(
+                run_dir, rundir.jsonl(stem), f"required file is missing (nor is there {rundir.parquet(stem)})"
+            )
+        missing.append(rundir.jsonl(stem))
         return pd.DataFrame({c: pd.Series(dtype=object) for c in (*required_columns, *optional_columns)})
     sources[stem] = file
     frame = _read_parquet(run_dir, file) if file.suffix == ".parquet" else _read_jsonl(run_dir, file)
@@ -338,7 +324,7 @@ def _normalise_timings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _is_phase_column(column: str) -> bool:
-    return column.startswith("phase_") and column.endswith("_s")
+    return column.startswith(rundir.PHASE_PREFIX) and column.endswith(rundir.PHASE_SUFFIX)
 
 
 def phase_columns(timings: pd.DataFrame) -> list[str]:
@@ -347,43 +333,16 @@ def phase_columns(timings: pd.DataFrame) -> list[str]:
 
 
 def phase_name(column: str) -> str:
-    return column.removeprefix("phase_").removesuffix("_s")
+    return column.removeprefix(rundir.PHASE_PREFIX).removesuffix(rundir.PHASE_SUFFIX)
 
 
 # ----------------------------------------------------------------------------------------------- header
 
 
-def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _find_key(config: Any, key: str) -> Any:
-    """Depth-first search for ``key`` holding a scalar anywhere in the config."""
-    if isinstance(config, Mapping):
-        value = config.get(key)
-        if value is not None and not isinstance(value, Mapping | list):
-            return value
-        for child in config.values():
-            found = _find_key(child, key)
-            if found is not None:
-                return found
-    return None
-
-
-def config_value(config: Mapping[str, Any], field_name: str) -> Any:
-    """A header field (``name``, ``model``, ``method``, ``dataset``, ``n_edits``, ``batch_size``) or None."""
-    for dotted in _CONFIG_PATHS[field_name]:
-        value = _lookup(config, dotted)
-        if value is not None and not isinstance(value, Mapping | list):
-            return value
-    if field_name in ("n_edits", "batch_size"):
-        return _find_key(config, field_name)
-    return None
+def config_value(config: Mapping[str, Any], kind: RunKind, field_name: str) -> Any:
+    """A header field (``name``, ``model``, ``method``, ``dataset``, ``n_edits``, ``batch_size``) of a run of
+    ``kind``, read from its documented place in config.yaml (:data:`seqedit.rundir.HEADER_FIELDS`), or None."""
+    return rundir.header_value(config, kind, field_name)
 
 
 def _as_optional_int(value: Any) -> int | None:
@@ -395,11 +354,11 @@ def _as_optional_int(value: Any) -> int | None:
 
 def _run_meta(run_dir: Path, config: Mapping[str, Any], progress: Progress) -> RunMeta:
     def text(field_name: str) -> str | None:
-        value = config_value(config, field_name)
+        value = config_value(config, progress.kind, field_name)
         return str(value) if value is not None else None
 
-    n_edits = _as_optional_int(config_value(config, "n_edits"))
-    if n_edits is None and progress.kind == "edit":
+    n_edits = _as_optional_int(config_value(config, progress.kind, "n_edits"))
+    if n_edits is None and progress.kind == rundir.KIND_EDIT:
         n_edits = progress.n_edits
     return RunMeta(
         name=text("name") or run_dir.resolve().name,
@@ -407,5 +366,5 @@ def _run_meta(run_dir: Path, config: Mapping[str, Any], progress: Progress) -> R
         method=text("method"),
         dataset=text("dataset"),
         n_edits=n_edits,
-        batch_size=_as_optional_int(config_value(config, "batch_size")),
+        batch_size=_as_optional_int(config_value(config, progress.kind, "batch_size")),
     )

@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from seqedit import rundir
 from seqedit.editors.base import Editor
 from seqedit.models.loading import LoadedModel
 from seqedit.runner.config import ConfigError, RunConfig, config_to_yaml, load_config
 from seqedit.utils.io import json_default, write_json_atomic, write_text_atomic
 
-EDITOR_FILE = "editor.json"
+EDITOR_FILE = rundir.EDITOR
 SAFE_ON_RESUME = frozenset({"name", "checkpoints", "health", "trackers", "output_dir"})
 MAX_LISTED = 12
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from seqedit import rundir
 from seqedit.data.records import EditRequest
 from seqedit.editors.base import EditError, Editor, EditResult, profile_choice
 from seqedit.editors.compact import tensor_digest
@@ -189,11 +190,11 @@ class SequentialRun:
                 self._restore(lm, editor, measurements, completed)
             else:
                 seed_everything(_step_seed(self.config, 0))
-                self.store.append("norms", measurements.start())
-                self.store.append("checkpoints", measurements.checkpoint(0, 0, [], []))
+                self.store.append(rundir.NORMS, measurements.start())
+                self.store.append(rundir.CHECKPOINTS, measurements.checkpoint(0, 0, [], []))
                 self._save_states(editor, measurements, 0)
                 self.store.baseline_complete = True
-                self.store.write_progress(kind="edit", status="running", completed_steps=0, n_edits=0,
+                self.store.write_progress(kind=rundir.KIND_EDIT, status="running", completed_steps=0, n_edits=0,
                                           message="baseline (step 0) recorded")
             return self._loop(lm, editor, measurements, batches, planned, completed, max_steps)
         except BaseException as exc:
@@ -211,7 +212,7 @@ class SequentialRun:
             message = (f"failed at {where}: {type(exc).__name__}" + (f": {reason}" if reason else "")
                        + f". Results up to step {completed} are kept; `seqedit run --resume {self.store.root}` "
                        "continues from there.")
-            self.store.write_progress(kind="edit", status="failed", completed_steps=completed, n_edits=n_edits,
+            self.store.write_progress(kind=rundir.KIND_EDIT, status="failed", completed_steps=completed, n_edits=n_edits,
                                       message=message)
             self.store.write_parquet_mirrors()
         except Exception as inner:  # never hide the original error behind one of recording it
@@ -288,7 +289,7 @@ class SequentialRun:
         checkpoint_counts = set(self.config.checkpoints.edit_counts(len(planned), self.config.batch_size))
         n_edits = sum(len(b) for b in batches[:completed])
         health = HealthMonitor(self.config.health)
-        health.replay(self.store.read("norms"), self.store.read("checkpoints"))  # baseline, or the resumed past
+        health.replay(self.store.read(rundir.NORMS), self.store.read(rundir.CHECKPOINTS))  # baseline, or the resumed past
         last = len(batches) if max_steps is None else min(len(batches), completed + max_steps)
         with StepProgress(len(planned), n_edits, enabled=self.show_progress, label=self.config.label) as bar:
             for step in range(completed + 1, last + 1):
@@ -310,11 +311,11 @@ class SequentialRun:
                     seed_everything(_step_seed(self.config, step) + 500_009)
                     bar.note(f"checkpoint at {n_edits} edits")
                     rows = measurements.checkpoint(step, n_edits, batch, planned[:n_edits])
-                    self.store.append("checkpoints", rows)
+                    self.store.append(rundir.CHECKPOINTS, rows)
                     events += health.observe_checkpoint(step, n_edits, rows)
                 self._save_states(editor, measurements, step)
                 self._snapshot_if_due(lm, step, result)
-                self.store.write_progress(kind="edit", status="running", completed_steps=step, n_edits=n_edits,
+                self.store.write_progress(kind=rundir.KIND_EDIT, status="running", completed_steps=step, n_edits=n_edits,
                                           message=f"completed step {step} of {len(batches)}")
                 self.store.prune_states(step)
                 bar.advance(len(batch))
@@ -331,7 +332,7 @@ class SequentialRun:
             return None
         for event in events:
             self.log(f"{event.kind} ({event.check}, {event.action}) at step {event.step}: {event.detail}")
-        write_json_atomic(self.store.root / "health.json", health.report())
+        write_json_atomic(self.store.root / rundir.HEALTH, health.report())
         return HealthMonitor.stopping(events)
 
     def _end_on_health(self, event: HealthEvent, step: int, n_edits: int, health: HealthMonitor) -> RunOutcome:
@@ -342,7 +343,7 @@ class SequentialRun:
         summary = {**summarise(self.store, self.config), **self._health_summary(health)}
         self.store.write_summary(summary)
         self.store.write_parquet_mirrors()
-        self.store.write_progress(kind="edit", status="failed", completed_steps=step, n_edits=n_edits,
+        self.store.write_progress(kind=rundir.KIND_EDIT, status="failed", completed_steps=step, n_edits=n_edits,
                                   message=reason)
         self.log(reason)
         return RunOutcome(self.store.root, "failed", step, n_edits, reason, summary)
@@ -364,15 +365,15 @@ class SequentialRun:
         if self.config.save_ledger:
             self.store.save_ledger(step, result)
         norm_rows = measurements.after_step(step, n_edits, result)
-        self.store.append("norms", norm_rows)
+        self.store.append(rundir.NORMS, norm_rows)
         timing: dict[str, Any] = {"step": step, "n_edits": n_edits, "edits_in_step": len(batch), "total_s": elapsed}
         timing.update({f"phase_{name}_s": seconds for name, seconds in result.timings.items()})
         from_cache = result.info.get("statistics", {}).get("from_cache")
         if isinstance(from_cache, dict) and from_cache:
             timing["statistics_from_cache"] = all(bool(v) for v in from_cache.values())
-        self.store.append("timings", [timing])
+        self.store.append(rundir.TIMINGS, [timing])
         stats = result.request_stats or [{"case_id": r.case_id} for r in batch]
-        self.store.append("requests", [{"step": step, **row} for row in stats])
+        self.store.append(rundir.REQUESTS, [{"step": step, **row} for row in stats])
         return norm_rows
 
     def _fail(self, step: int, n_edits: int, batch: Sequence[EditRequest], exc: Exception) -> RunOutcome:
@@ -382,7 +383,7 @@ class SequentialRun:
             f"Results up to step {step - 1} are kept; the model state after step {step - 1} can be rebuilt "
             "from the base model and the ledger."
         )
-        self.store.write_progress(kind="edit", status="failed", completed_steps=step - 1, n_edits=n_edits,
+        self.store.write_progress(kind=rundir.KIND_EDIT, status="failed", completed_steps=step - 1, n_edits=n_edits,
                                   message=message)
         self.store.write_parquet_mirrors()
         self.log(message)
@@ -391,10 +392,10 @@ class SequentialRun:
     def _finish(self, steps: int, n_edits: int, health: HealthMonitor, message: str = "finished") -> RunOutcome:
         summary = {**summarise(self.store, self.config, facts=self._facts, profile=self._profile),
                    **self._health_summary(health)}
-        write_json_atomic(self.store.root / "health.json", health.report())
+        write_json_atomic(self.store.root / rundir.HEALTH, health.report())
         self.store.write_summary(summary)
         self.store.write_parquet_mirrors()
-        self.store.write_progress(kind="edit", status="finished", completed_steps=steps, n_edits=n_edits,
+        self.store.write_progress(kind=rundir.KIND_EDIT, status="finished", completed_steps=steps, n_edits=n_edits,
                                   message=message)
         return RunOutcome(self.store.root, "finished", steps, n_edits, message, summary)
 

@@ -14,19 +14,20 @@ from typing import Any
 
 import torch
 
+from seqedit import rundir
 from seqedit.models.loading import LoadedModel
 from seqedit.monitor.spectra import spectrum
 from seqedit.runner.config import load_config
 from seqedit.runner.store import RunStore
 from seqedit.utils.io import strict_json, write_text_atomic
 
-SPECTRA_TABLE = "spectra"
+SPECTRA_TABLE = rundir.SPECTRA
 
 
 def checkpoint_steps(store: RunStore) -> list[int]:
     """Steps at which the run measured checkpoints (step 0 included), up to its last completed step."""
     completed = int(store.read_progress().get("completed_steps", 0))
-    steps = {int(r["step"]) for r in store.read("checkpoints") if int(r["step"]) <= completed}
+    steps = {int(r["step"]) for r in store.read(rundir.CHECKPOINTS) if int(r["step"]) <= completed}
     return sorted(steps | {0})
 
 
@@ -40,7 +41,7 @@ def run_spectra(run_dir: str | Path, lm: LoadedModel | None = None) -> Path:
         lm = load(config.model, dtype=config.dtype, device="cpu")
     wanted = checkpoint_steps(store)
     completed = wanted[-1]
-    n_edits = {int(r["step"]): int(r["n_edits"]) for r in store.read("timings")}
+    n_edits = {int(r["step"]): int(r["n_edits"]) for r in store.read(rundir.TIMINGS)}
     paths = {f"{info.path}.weight": info for info in lm.adapter.matrices("all")}
     changed: set[str] = set()
     originals: dict[str, torch.Tensor] = {}
@@ -63,7 +64,7 @@ def run_spectra(run_dir: str | Path, lm: LoadedModel | None = None) -> Path:
                 params[name].copy_(original)
     # step 0: the unedited spectra of the matrices the run changes
     rows = [_row(0, 0, name, originals[name], paths) for name in sorted(changed)] + rows
-    path = store.root / f"{SPECTRA_TABLE}.jsonl"
+    path = store.root / rundir.jsonl(SPECTRA_TABLE)
     write_text_atomic(path, "".join(strict_json(r) + "\n" for r in rows))
     return path
 

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import torch
 
+from seqedit import rundir
 from seqedit.editors.base import EditResult
 from seqedit.editors.compact import tensor_digest
 from seqedit.models.loading import LoadedModel
@@ -47,15 +48,12 @@ from seqedit.utils.io import (
     write_text_atomic,
 )
 
-RESULT_TABLES = ("norms", "timings", "requests", "checkpoints")
+RESULT_TABLES = rundir.RESULT_TABLES
 Status = Literal["running", "finished", "failed"]
-LOCK_NAME = "run.lock"
+LOCK_NAME = rundir.LOCK
 # Every how many steps the edited weights are snapshotted (a resume replays at most this many ledger steps).
 SNAPSHOT_EVERY = 20
-# Files and folders a run writes (a fresh run into a dead run's directory removes only these).
-RUN_FILES = ("config.yaml", "environment.json", "progress.json", "summary.json", "editor.json", "health.json",
-             "ledger", "state", "snapshots", "report", "spectra.jsonl",
-             *(f"{t}.{ext}" for t in RESULT_TABLES for ext in ("jsonl", "parquet")))
+RUN_FILES = rundir.RUN_FILES  # a fresh run into a dead run's directory removes only these
 
 
 def set_threads(threads: int) -> None:
@@ -100,7 +98,7 @@ def _step_of(file: Path) -> int:
 
 
 class RunStore:
-    """Reads and writes one run directory (format: docs/design.md, "Run directory")."""
+    """Reads and writes one run directory (format: :mod:`seqedit.rundir`, docs/design.md "Run directory")."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.root = Path(run_dir)
@@ -112,39 +110,39 @@ class RunStore:
     # ------------------------------------------------------------------ paths
     @property
     def config_path(self) -> Path:
-        return self.root / "config.yaml"
+        return self.root / rundir.CONFIG
 
     @property
     def progress_path(self) -> Path:
-        return self.root / "progress.json"
+        return self.root / rundir.PROGRESS
 
     @property
     def ledger_dir(self) -> Path:
-        return self.root / "ledger"
+        return self.root / rundir.LEDGER_DIR
 
     def table_path(self, table: str) -> Path:
-        return self.root / f"{table}.jsonl"
+        return self.root / rundir.jsonl(table)
 
     def ledger_path(self, step: int) -> Path:
-        return self.ledger_dir / f"step_{step:06d}.safetensors"
+        return self.ledger_dir / rundir.ledger_name(step)
 
     @property
     def state_dir(self) -> Path:
-        return self.root / "state"
+        return self.root / rundir.STATE_DIR
 
     @property
     def snapshot_dir(self) -> Path:
-        return self.root / "snapshots"
+        return self.root / rundir.SNAPSHOT_DIR
 
     def state_path(self, name: str, step: int) -> Path:
         """The blob of ``name``'s tensors that changed at ``step`` (or, in older runs, all of them)."""
-        return self.state_dir / f"{name}_step_{step:06d}.safetensors"
+        return self.state_dir / rundir.state_blob_name(name, step)
 
     def manifest_path(self, name: str, step: int) -> Path:
-        return self.state_dir / f"{name}_step_{step:06d}.json"
+        return self.state_dir / rundir.state_manifest_name(name, step)
 
     def snapshot_path(self, step: int) -> Path:
-        return self.snapshot_dir / f"weights_step_{step:06d}.safetensors"
+        return self.snapshot_dir / rundir.snapshot_name(step)
 
     # ------------------------------------------------------------------ lifecycle
     def exists(self) -> bool:
@@ -234,7 +232,7 @@ class RunStore:
         # as long as it completed no step).
         self.write_progress(kind=kind, status="running", completed_steps=0, n_edits=0, message="started")
         write_text_atomic(self.config_path, config_yaml)
-        write_json_atomic(self.root / "environment.json", dict(environment))
+        write_json_atomic(self.root / rundir.ENVIRONMENT, dict(environment))
 
     def write_progress(
         self,
@@ -248,7 +246,8 @@ class RunStore:
     ) -> None:
         """``baseline_complete`` (edit runs): whether step 0 (the unedited model's rows and state) is recorded."""
         progress: dict[str, Any] = {"kind": kind, "status": status, "completed_steps": completed_steps,
-                                    "n_edits": n_edits, "message": message}
+                                    "n_edits": n_edits, "message": message,
+                                    rundir.VERSION_FIELD: rundir.SCHEMA_VERSION}
         baseline_complete = self.baseline_complete if baseline_complete is None else baseline_complete
         if baseline_complete is not None:
             progress["baseline_complete"] = baseline_complete
@@ -256,8 +255,9 @@ class RunStore:
 
     def read_progress(self) -> dict[str, Any]:
         if not self.progress_path.exists():
-            raise RunDirectoryError(f"{self.root} is not a seqedit run directory (no progress.json)")
-        return json.loads(self.progress_path.read_text(encoding="utf-8"))
+            raise RunDirectoryError(f"{self.root} is not a seqedit run directory (no {rundir.PROGRESS})")
+        progress = json.loads(self.progress_path.read_text(encoding="utf-8"))
+        return rundir.migrate_progress(self.root, progress)  # refuses a version this seqedit cannot read
 
     # ------------------------------------------------------------------ tables
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -320,7 +320,7 @@ class RunStore:
             if not rows:
                 continue
             frame = pd.DataFrame(rows)
-            with atomic_path(self.root / f"{table}.parquet") as tmp:
+            with atomic_path(self.root / rundir.parquet(table)) as tmp:
                 frame.to_parquet(tmp, index=False)
 
     # ------------------------------------------------------------------ tensors
@@ -444,5 +444,5 @@ class RunStore:
         return load_tensors(self.snapshot_path(step))
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        write_json_atomic(self.root / "summary.json", dict(summary))
+        write_json_atomic(self.root / rundir.SUMMARY, dict(summary))
 

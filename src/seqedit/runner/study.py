@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from seqedit import rundir
 from seqedit.intervene.config import InterventionConfig
 from seqedit.runner.config import ConfigError, RunConfig
 from seqedit.runner.store import RunStore
@@ -247,9 +248,9 @@ def _run_on_ray(payloads: list[tuple[RunKind, dict[str, Any], int | None, str | 
 
 
 # ---------------------------------------------------------------------------------------------- results
-COMPACT_FILES = ("config.yaml", "environment.json", "progress.json")
-COMPACT_TABLES = ("norms", "checkpoints", "requests", "timings")
-OPTIONAL_TABLES = ("spectra",)  # rebuilt from the ledger after the run (runner.spectra)
+COMPACT_FILES = rundir.COMPACT_FILES
+COMPACT_TABLES = rundir.COMPACT_TABLES
+OPTIONAL_TABLES = rundir.OPTIONAL_COMPACT_TABLES  # rebuilt from the ledger after the run (runner.spectra)
 
 
 def refresh_spectra(run: StudyRun) -> Path | None:
@@ -262,7 +263,7 @@ def refresh_spectra(run: StudyRun) -> Path | None:
         return None
     if int(store.read_progress().get("completed_steps", 0)) == 0:
         return None
-    table = store.root / f"{SPECTRA_TABLE}.jsonl"
+    table = store.root / rundir.jsonl(SPECTRA_TABLE)
     if table.exists() and table.stat().st_mtime >= store.progress_path.stat().st_mtime:
         return table
     return run_spectra(run.run_dir)
@@ -277,29 +278,26 @@ def collect_results(run: StudyRun, destination: Path) -> Path | None:
     store = RunStore(run.run_dir)
     if not store.exists():
         return None
+    progress = store.read_progress()  # first: refuses a schema version this seqedit cannot read
     target = destination / run.name
     target.mkdir(parents=True, exist_ok=True)
     for name in COMPACT_FILES:
         if (run.run_dir / name).exists():
             shutil.copy2(run.run_dir / name, target / name)
-    for resolved in sorted(run.run_dir.glob("editor*.*")) + sorted(run.run_dir.glob("resolved*.*")):
-        if resolved.is_file() and resolved.suffix in {".yaml", ".yml", ".json"}:
-            shutil.copy2(resolved, target / resolved.name)
-    progress = store.read_progress()
     completed = int(progress.get("completed_steps", 0))
     for table in COMPACT_TABLES:
-        rows = [r for r in store.read(table) if int(r.get("step", 0)) <= completed]
+        rows = [r for r in store.read(table) if int(r.get(rundir.STEP, 0)) <= completed]
         frame = pd.DataFrame(rows)
         for column in frame.columns:  # mixed None/str/number columns: Parquet needs one type per column
             if frame[column].dtype == object:
                 frame[column] = frame[column].map(lambda v: None if v is None else (v if isinstance(v, str) else json_text(v)))
-        frame.to_parquet(target / f"{table}.parquet", index=False)
+        frame.to_parquet(target / rundir.parquet(table), index=False)
     for table in OPTIONAL_TABLES:
-        rows = [r for r in store.read(table) if int(r.get("step", 0)) <= completed] if store.table_path(table).exists() else []
+        rows = [r for r in store.read(table) if int(r.get(rundir.STEP, 0)) <= completed] if store.table_path(table).exists() else []
         if rows:
-            pd.DataFrame(rows).to_parquet(target / f"{table}.parquet", index=False)
+            pd.DataFrame(rows).to_parquet(target / rundir.parquet(table), index=False)
     summary = _collected_summary(run, store, progress)
-    (target / "summary.json").write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
+    (target / rundir.SUMMARY).write_text(json_text(summary, indent=2) + "\n", encoding="utf-8")
     return target
 
 
@@ -311,7 +309,7 @@ def _collected_summary(run: StudyRun, store: RunStore, progress: Mapping[str, An
         summary = summarise(store, run.config)
         summary["n_steps"] = summary.get("steps")
     else:
-        existing = run.run_dir / "summary.json"
+        existing = run.run_dir / rundir.SUMMARY
         import json
 
         summary = json.loads(existing.read_text(encoding="utf-8")) if existing.exists() else {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from seqedit import rundir
 from seqedit.runner.config import RunConfig
 from seqedit.runner.store import RunStore
 
@@ -106,7 +107,7 @@ def summarise(
         "batch_size": config.batch_size,
         "n_edits": progress["n_edits"],
         "steps": progress["completed_steps"],
-        "norms": _norm_summary(store.read("norms")),
-        "metrics": _checkpoint_summary(store.read("checkpoints")),
-        "timing": _timing_summary(store.read("timings")),
+        "norms": _norm_summary(store.read(rundir.NORMS)),
+        "metrics": _checkpoint_summary(store.read(rundir.CHECKPOINTS)),
+        "timing": _timing_summary(store.read(rundir.TIMINGS)),
     }

@@ -1,4 +1,5 @@
-"""Synthetic run directories in the runner's format, for tests and documentation of the report layer.
+"""Synthetic run directories in the runner's format (seqedit.rundir, current schema version), for the tests
+of the report layer.
 
 The numbers follow the shapes reported for sequential editing (norms of edited matrices growing with the
 number of edits, retention and downstream scores decaying, activations drifting in and after the edited
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from seqedit import rundir
 from seqedit.utils.io import atomic_path, write_json_atomic, write_text_atomic
 
 Schedule = Literal["log", "linear"]
@@ -93,24 +95,27 @@ def write_synthetic_edit_run(
     timings = _edit_timing_rows(method, n_steps, batch_size, rng)
     requests = _request_rows(n_steps, batch_size, growth, rng)
 
-    config = {
+    config = {  # the fields of seqedit.runner.config.RunConfig that the report reads
         "name": f"synthetic-{method}",
-        "synthetic": True,
-        "model": {"name": "smollm2-135m", "dtype": "float32", "device": "cpu"},
-        "editor": {"name": method, "layers": list(edited_layers)},
-        "data": {"dataset": "counterfact", "n_edits": total, "offset": 0},
+        "model": "smollm2-135m",
+        "dtype": "float32",
+        "device": "cpu",
+        "method": method,
+        "hparams": {"layers": list(edited_layers)},
+        "dataset": {"name": "counterfact", "offset": 0},
+        "num_edits": total,
         "batch_size": batch_size,
-        "checkpoints": {"steps": ckpt_steps, "schedule": schedule},
+        "checkpoints": {"at": [s * batch_size for s in ckpt_steps], "log_spaced": schedule == "log"},
         "seed": seed,
     }
-    _write_common(path, config, kind="edit", completed_steps=n_steps, n_edits=total)
-    _write_table(path, "norms", norms, parquet)
-    _write_table(path, "checkpoints", checkpoints, parquet)
-    _write_table(path, "timings", timings, parquet)
-    _write_table(path, "requests", requests, parquet)
+    _write_common(path, config, kind=rundir.KIND_EDIT, completed_steps=n_steps, n_edits=total)
+    _write_table(path, rundir.NORMS, norms, parquet)
+    _write_table(path, rundir.CHECKPOINTS, checkpoints, parquet)
+    _write_table(path, rundir.TIMINGS, timings, parquet)
+    _write_table(path, rundir.REQUESTS, requests, parquet)
     last_growth = [r["fro_rel"] for r in norms if r["step"] == n_steps and r["edited"]]
     write_json_atomic(
-        path / "summary.json",
+        path / rundir.SUMMARY,
         {
             "kind": "edit",
             "n_edits": total,
@@ -125,7 +130,7 @@ def write_synthetic_edit_run(
 def write_synthetic_intervention_run(
     run_dir: str | Path,
     *,
-    name: str = "continued-pretraining",
+    kind: str = "continued-pretraining",
     n_steps: int = 120,
     num_layers: int = 12,
     trained_layers: Sequence[int] = (3, 4, 5, 6, 7),
@@ -151,19 +156,22 @@ def write_synthetic_intervention_run(
         _timing_row(step, 0, 0, {"forward": 0.21, "backward": 0.43, "optimizer": 0.05}, rng)
         for step in range(1, n_steps + 1)
     ]
-    config = {
-        "name": f"synthetic-{name}",
-        "synthetic": True,
-        "model": {"name": "smollm2-135m", "dtype": "float32", "device": "cpu"},
-        "intervention": {"name": name, "layers": list(trained_layers), "lr": 1e-5, "steps": n_steps},
-        "data": {"dataset": "wikitext-2"},
+    config = {  # the fields of seqedit.intervene.config.InterventionConfig that the report reads
+        "kind": kind,
+        "model": "smollm2-135m",
+        "dtype": "float32",
+        "data": "wikitext2",
+        "steps": n_steps,
+        "lr": 1e-5,
         "batch_size": 8,
+        "lora_layers": list(trained_layers),
+        "seed": seed,
     }
-    _write_common(path, config, kind="intervention", completed_steps=n_steps, n_edits=0)
-    _write_table(path, "norms", norms, parquet)
-    _write_table(path, "checkpoints", checkpoints, parquet)
-    _write_table(path, "timings", timings, parquet)
-    write_json_atomic(path / "summary.json", {"kind": "intervention", "steps": n_steps})
+    _write_common(path, config, kind=rundir.KIND_INTERVENTION, completed_steps=n_steps, n_edits=0)
+    _write_table(path, rundir.NORMS, norms, parquet)
+    _write_table(path, rundir.CHECKPOINTS, checkpoints, parquet)
+    _write_table(path, rundir.TIMINGS, timings, parquet)
+    write_json_atomic(path / rundir.SUMMARY, {"kind": kind, "steps": n_steps})
     return path
 
 
@@ -172,12 +180,12 @@ def write_synthetic_intervention_run(
 
 def _write_common(path: Path, config: dict[str, Any], *, kind: str, completed_steps: int, n_edits: int) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(path / rundir.CONFIG, yaml.safe_dump(config, sort_keys=False))
     write_json_atomic(
-        path / "environment.json",
+        path / rundir.ENVIRONMENT,
         {
-            "synthetic": True,
-            "generator": "seqedit.report.synthetic",
+            "synthetic": True,  # the report's banner
+            "generator": "tests/report/synthetic_run.py",
             "seqedit": "0.1.0",
             "torch_device": "cpu",
             "torch_dtype": "float32",
@@ -186,13 +194,14 @@ def _write_common(path: Path, config: dict[str, Any], *, kind: str, completed_st
         },
     )
     write_json_atomic(
-        path / "progress.json",
+        path / rundir.PROGRESS,
         {
             "kind": kind,
             "status": "finished",
             "completed_steps": completed_steps,
             "n_edits": n_edits,
             "message": "",
+            rundir.VERSION_FIELD: rundir.SCHEMA_VERSION,
         },
     )
 
@@ -205,9 +214,9 @@ def _clean(value: Any) -> Any:
 
 def _write_table(path: Path, stem: str, rows: Iterable[Mapping[str, Any]], parquet: bool) -> None:
     rows = [{k: _clean(v) for k, v in row.items()} for row in rows]
-    write_text_atomic(path / f"{stem}.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    write_text_atomic(path / rundir.jsonl(stem), "".join(json.dumps(row) + "\n" for row in rows))
     if parquet:
-        with atomic_path(path / f"{stem}.parquet") as tmp:
+        with atomic_path(path / rundir.parquet(stem)) as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
 
 
