@@ -57,9 +57,13 @@ class CheckpointSpec(_Strict):
         return sorted(chosen)
 
 
+def _all_groups() -> list[MatrixGroupName]:
+    return ["all"]
+
+
 class TrackingSpec(_Strict):
     groups: list[MatrixGroupName] = Field(
-        default_factory=lambda: ["all"],
+        default_factory=_all_groups,
         description="Matrices whose norms are tracked every batch: 'edited' (MLP output projections), 'mlp', "
         "'attn' or 'all' (both, in every layer: needed to see the model's balance).",
     )
