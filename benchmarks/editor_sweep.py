@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cf_eval import _mean_log_probs, load_counterfact, score
+from provenance import provenance
 
 from seqedit.editors import create_editor, locate
 from seqedit.models import load
@@ -108,7 +109,7 @@ def main() -> None:
         result.undo(lm.model)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    args.out.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps({**provenance(args), "rows": rows}, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

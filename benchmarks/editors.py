@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cf_eval import load_counterfact, score
+from provenance import provenance
 
 from seqedit.editors import create_editor
 from seqedit.editors.keys import fill_subject
@@ -136,6 +137,7 @@ def main() -> None:
     lm = load(args.model)
     requests = load_counterfact(args.n_facts)
     report: dict[str, Any] = {
+        **provenance(args),
         "model": args.model,
         "n_facts": len(requests),
         "device": str(lm.device),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from provenance import provenance
 from rich.console import Console
 from rich.table import Table
 
@@ -191,7 +192,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     lm = load(args.model)
     results: dict[str, Any] = {
-        "model": args.model, "device": str(lm.device), "torch_threads": torch.get_num_threads(),
+        **provenance(args), "model": args.model, "device": str(lm.device), "torch_threads": torch.get_num_threads(),
         "load_average_start": os.getloadavg(), "host": platform.node(), "torch": torch.__version__,
     }
     sections: list[tuple[str, Callable[[], None]]] = [

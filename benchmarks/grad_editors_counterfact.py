@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cf_eval import DEFINITION, counterfact_scores
+from provenance import provenance
 
 from seqedit.data import load_edit_requests
 from seqedit.editors import create_editor
@@ -100,7 +101,7 @@ def main() -> None:
               f"{r['after_all_paraphrase_score']:7.2f} {r['after_all_neighborhood_score']:7.2f} "
               f"{r['seconds_per_edit']:7.2f} {r['mean_delta_fro_per_edit']:10.3f} {max(r['fro_rel_after_all'].values()):13.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": lm.name, "facts": [f.case_id for f in facts], "definition": DEFINITION,
+    args.out.write_text(json.dumps({**provenance(args), "model": lm.name, "facts": [f.case_id for f in facts], "definition": DEFINITION,
                                     "threads": torch.get_num_threads(), "baseline": baseline, "methods": rows},
                                    indent=2))
     print(f"wrote {args.out}")

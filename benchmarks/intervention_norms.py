@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance
 
 from seqedit.intervene import INTERVENTION_KINDS, InterventionConfig, run_intervention
 
@@ -52,7 +53,7 @@ def main() -> None:
             print(f"{row['kind']:14} {row['matrices']:3d} {row['fro_start']:11.4f} {row['fro_end']:11.4f} "
                   f"{100 * row['growth']:+9.4f}% {row['fro_rel_max']:9.6f} {row['dist_from_init']:8.4f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"threads": torch.get_num_threads(), "runs": results}, indent=2))
+    args.out.write_text(json.dumps({**provenance(args), "threads": torch.get_num_threads(), "runs": results}, indent=2))
     print(f"wrote {args.out}")
 
 

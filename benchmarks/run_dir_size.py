@@ -22,14 +22,13 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import provenance
 
 from seqedit.editors.base import EditResult
 from seqedit.editors.registry import create_editor
@@ -49,15 +48,6 @@ def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
-def _git_commit() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
-                              cwd=Path(__file__).resolve().parent)
-        return done.stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 def _load_config(store: RunStore) -> dict[str, Any]:
@@ -220,10 +210,8 @@ def main() -> None:
     per_1000 = extrapolate(sizes, timings, 1000, args.batch_size, production_every)
     at_point = extrapolate(sizes, timings, args.at_edits, args.batch_size, production_every)
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "git": _git_commit(),
-        "machine": {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
+        **provenance(args),
+        "run_environment": {"host": platform.node(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "niceness": os.nice(0), "load_average": os.getloadavg()},
         "run": {"edits": args.edits, "steps": steps, "wall_s": wall, "snapshot_every_in_run": run_module.SNAPSHOT_EVERY,

@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cf_eval import load_counterfact, score
+from provenance import provenance
 
 from seqedit.editors import EditResult, create_editor
 from seqedit.editors.locate import LocateEditEditor
@@ -39,15 +39,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "encore+nas": ("encore", {"nas": True}),
     "ultraedit": ("ultraedit", {}),
 }
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_variant(lm: Any, name: str, requests: list[Any], batch_size: int) -> dict[str, Any]:
@@ -121,10 +112,8 @@ def main() -> None:
     lm = load(args.model)
     requests = load_counterfact(args.n_facts)
     report: dict[str, Any] = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "git_commit": git_commit(),
-        "machine": {
+        **provenance(args),
+        "run_environment": {
             "host": platform.node(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg()), "torch": torch.__version__,
             "device": str(lm.device), "threads": args.threads,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import provenance
 
 from seqedit.models import load
 from seqedit.runner.config import load_config
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("update-geometry.json"))
     args = parser.parse_args()
     report = [run_geometry(run) for run in args.runs]
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps({**provenance(args), "rows": report}, indent=1) + "\n", encoding="utf-8")
     print(f"{'run':<12} {'matrix':<36} {'growth':>7} {'along W0':>9} {'orth.':>7} {'|D|':>7} {'orth. |D|':>9}"
           f" {'mean|cos|':>9} {'max|cos|':>8}")
     for run in report:

@@ -34,8 +34,9 @@ def study_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and their state, start nothing.")] = False,
 ) -> None:
     """Run a study: a named set of runs sharing facts, probes and statistics; then the comparison and findings."""
-    from seqedit.runner.config import ConfigError
+    from seqedit.runner.config import ConfigError, RunConfig
     from seqedit.runner.study import (
+        StudyRun,
         collect_results,
         load_study,
         refresh_spectra,
@@ -52,13 +53,14 @@ def study_command(
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
 
-    def size(run: object) -> str:
-        config = run.config  # type: ignore[attr-defined]
-        return f"{config.steps} steps" if run.kind == "intervention" else f"{config.num_edits} edits"  # type: ignore[attr-defined]
+    def label_and_size(run: StudyRun) -> tuple[str, str]:
+        # An edit run is named by its method and sized in edits, an intervention by its steps.
+        if isinstance(run.config, RunConfig):
+            return run.config.method, f"{run.config.num_edits} edits"
+        return run.kind, f"{run.config.steps} steps"
 
     console.print(_runs_table(f"study {study.name}: {len(runs)} runs under {study.output_dir}",
-                              [(r.name, r.kind if r.kind == "intervention" else r.config.method, size(r), run_state(r))
-                               for r in runs]))  # type: ignore[union-attr]
+                              [(r.name, *label_and_size(r), run_state(r)) for r in runs]))
     if dry_run:
         return
     if not no_run:

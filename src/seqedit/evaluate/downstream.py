@@ -235,18 +235,18 @@ def stratified_sample(
 class DownstreamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tasks: tuple[str, ...] = Field(DEFAULT_TASKS, description="Tasks to run, from: " + ", ".join(TEMPLATES))
-    n_shots: int = Field(4, ge=0, description="Demonstrations in each prompt.")
+    tasks: tuple[str, ...] = Field(default=DEFAULT_TASKS, description="Tasks to run, from: " + ", ".join(TEMPLATES))
+    n_shots: int = Field(default=4, ge=0, description="Demonstrations in each prompt.")
     n_examples: int | None = Field(
-        100, ge=1, description="Examples evaluated per task (None: all but the shots)."
+        default=100, ge=1, description="Examples evaluated per task (None: all but the shots)."
     )
     seed: int = 0
-    batch_size: int = Field(16, ge=1, description="Examples per forward pass.")
+    batch_size: int = Field(default=16, ge=1, description="Examples per forward pass.")
     max_batch_tokens: int = Field(
-        4096, ge=1, description="Padded query tokens per forward pass (context excluded)."
+        default=4096, ge=1, description="Padded query tokens per forward pass (context excluded)."
     )
     cache_context: bool = Field(
-        True, description="Run the shared few-shot prefix once per task (same numbers)."
+        default=True, description="Run the shared few-shot prefix once per task (same numbers)."
     )
 
 

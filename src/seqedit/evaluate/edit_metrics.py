@@ -73,7 +73,7 @@ class FluencyConfig(BaseModel):
 
     enabled: bool = True
     max_requests: int | None = Field(
-        20,
+        default=20,
         description="Requests whose prompts are generated from (seeded sample; ~2 s each on a laptop CPU "
         "for SmolLM2-135M).",
     )
@@ -87,7 +87,7 @@ class FluencyConfig(BaseModel):
 class EditEvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(32, ge=1, description="Prompt-target rows per forward pass.")
+    batch_size: int = Field(default=32, ge=1, description="Prompt-target rows per forward pass.")
     fluency: FluencyConfig = Field(default_factory=FluencyConfig)
 
 

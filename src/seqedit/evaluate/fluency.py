@@ -98,12 +98,12 @@ def generate_texts(
     """Generate from each prompt; returns prompt + continuation, cleaned as ROME does."""
     tok, model, device = lm.tokenizer, lm.model, lm.device
     encoded = [list(tok(p)["input_ids"]) for p in prompts]
-    for p, ids in zip(prompts, encoded, strict=True):
-        if not ids:
+    for p, prompt_ids in zip(prompts, encoded, strict=True):
+        if not prompt_ids:
             raise ValueError(f"generation prompt {p!r} tokenises to nothing")
-        if len(ids) >= settings.max_length:
+        if len(prompt_ids) >= settings.max_length:
             raise ValueError(
-                f"generation prompt {p!r} is {len(ids)} tokens, max_length is {settings.max_length}"
+                f"generation prompt {p!r} is {len(prompt_ids)} tokens, max_length is {settings.max_length}"
             )
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     eos = tok.eos_token_id

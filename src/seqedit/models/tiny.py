@@ -45,12 +45,13 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_config(family: TinyFamily, *, vocab_size: int, num_layers: int, hidden: int) -> PretrainedConfig:
     heads = 4
-    common_ids = {"bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1, "pad_token_id": vocab_size - 3}
+    # Special ids at the top of the vocabulary, passed by name (typed arguments, unlike a ** dict).
+    bos, eos, pad = vocab_size - 2, vocab_size - 1, vocab_size - 3
     if family == "llama":
         return LlamaConfig(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=num_layers,
             num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=256,
-            tie_word_embeddings=True, **common_ids,
+            tie_word_embeddings=True, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         )
     if family == "gemma3":
         from transformers import Gemma3TextConfig
@@ -58,22 +59,22 @@ def tiny_config(family: TinyFamily, *, vocab_size: int, num_layers: int, hidden:
         return Gemma3TextConfig(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=num_layers,
             num_attention_heads=heads, num_key_value_heads=2, head_dim=hidden // heads,
-            max_position_embeddings=256, sliding_window=64, **common_ids,
+            max_position_embeddings=256, sliding_window=64, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         )
     if family == "gpt2":
         return GPT2Config(
             vocab_size=vocab_size, n_embd=hidden, n_layer=num_layers, n_head=heads, n_positions=256,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common_ids,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         )
     if family == "gptj":
         return GPTJConfig(
             vocab_size=vocab_size, n_embd=hidden, n_layer=num_layers, n_head=heads, n_positions=256,
-            rotary_dim=hidden // heads // 2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common_ids,
+            rotary_dim=hidden // heads // 2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         )
     if family == "gpt_neox":
         return GPTNeoXConfig(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=num_layers,
-            num_attention_heads=heads, max_position_embeddings=256, **common_ids,
+            num_attention_heads=heads, max_position_embeddings=256, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
         )
     raise ValueError(f"unknown tiny family '{family}'; choose one of {TINY_FAMILIES}")
 

@@ -312,7 +312,7 @@ def compare_downstream(runs: Sequence[ComparedRun], scale: Scale) -> FigureOutco
         ax.set_xlabel(_x_label(runs))
         ax.set_ylabel("perplexity" if name == "perplexity" else "score")
         if name == "perplexity":
-            perplexity_y(ax, [y for line in ax.lines for y in line.get_ydata()])
+            perplexity_y(ax, [y for line in ax.lines for y in np.asarray(line.get_ydata()).ravel()])
         apply_xscale(ax, scale, checkpoint_union(runs))
     hide_unused(axes, len(metrics))
     fig.suptitle(title)

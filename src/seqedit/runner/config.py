@@ -26,19 +26,19 @@ class _Strict(BaseModel):
 
 class DatasetSpec(_Strict):
     name: str = Field(
-        "builtin",
+        default="builtin",
         description="Dataset of edit requests: 'builtin' (no data dir needed), 'counterfact', 'zsre', or a file path.",
     )
-    offset: int = Field(0, ge=0, description="Skip this many records before sampling.")
-    skip_invalid: bool = Field(False, description="Skip malformed records (and report how many) instead of failing.")
+    offset: int = Field(default=0, ge=0, description="Skip this many records before sampling.")
+    skip_invalid: bool = Field(default=False, description="Skip malformed records (and report how many) instead of failing.")
 
 
 class CheckpointSpec(_Strict):
     every: int | None = Field(
-        50, ge=1, description="Measure every this many edits (rounded to whole batches); null: never by count."
+        default=50, ge=1, description="Measure every this many edits (rounded to whole batches); null: never by count."
     )
     log_spaced: bool = Field(
-        False, description="Also measure at log-spaced edit counts (1, 2, 5, 10, 20, 50, ..., each rounded up to a batch end)."
+        default=False, description="Also measure at log-spaced edit counts (1, 2, 5, 10, 20, 50, ..., each rounded up to a batch end)."
     )
     at: list[int] = Field(default_factory=list, description="Also measure after exactly these edit counts.")
 
@@ -57,21 +57,25 @@ class CheckpointSpec(_Strict):
         return sorted(chosen)
 
 
+def _all_groups() -> list[MatrixGroupName]:
+    return ["all"]
+
+
 class TrackingSpec(_Strict):
     groups: list[MatrixGroupName] = Field(
-        default_factory=lambda: ["all"],
+        default_factory=_all_groups,
         description="Matrices whose norms are tracked every batch: 'edited' (MLP output projections), 'mlp', "
         "'attn' or 'all' (both, in every layer: needed to see the model's balance).",
     )
-    spectral: bool = Field(True, description="Also track the largest singular value (warm-started power iteration).")
+    spectral: bool = Field(default=True, description="Also track the largest singular value (warm-started power iteration).")
 
 
 class ProbeSpec(_Strict):
-    texts: int = Field(16, ge=2, description="Held-out text snippets in the activation probe set.")
-    prompts: int = Field(16, ge=0, description="Edit-style prompts (from facts not being edited) in the probe set.")
-    max_tokens: int = Field(48, ge=4, description="Tokens per probe text.")
-    pca_k: int = Field(8, ge=1, description="Dimension of the PCA subspaces compared by principal angles.")
-    layers: list[int] | None = Field(None, description="Layers to monitor; null: all layers.")
+    texts: int = Field(default=16, ge=2, description="Held-out text snippets in the activation probe set.")
+    prompts: int = Field(default=16, ge=0, description="Edit-style prompts (from facts not being edited) in the probe set.")
+    max_tokens: int = Field(default=48, ge=4, description="Tokens per probe text.")
+    pca_k: int = Field(default=8, ge=1, description="Dimension of the PCA subspaces compared by principal angles.")
+    layers: list[int] | None = Field(default=None, description="Layers to monitor; null: all layers.")
 
 
 class TextSpec(_Strict):
@@ -90,10 +94,10 @@ class LMEvalSpec(_Strict):
     """lm-evaluation-harness tasks at checkpoints (``pip install "seqedit[lm-eval]"``)."""
 
     tasks: list[str] = Field(min_length=1, description="Task or group names known to lm-evaluation-harness.")
-    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples; null: each task's default.")
-    limit: int | None = Field(100, ge=1, description="Examples per task (null: all of them; slow on a CPU).")
-    include_path: str | None = Field(None, description="Directory of extra task YAML files (tasks over local files).")
-    batch_size: int = Field(8, ge=1, description="Batch size of the harness's forward passes.")
+    num_fewshot: int | None = Field(default=None, ge=0, description="Few-shot examples; null: each task's default.")
+    limit: int | None = Field(default=100, ge=1, description="Examples per task (null: all of them; slow on a CPU).")
+    include_path: str | None = Field(default=None, description="Directory of extra task YAML files (tasks over local files).")
+    batch_size: int = Field(default=8, ge=1, description="Batch size of the harness's forward passes.")
 
     @model_validator(mode="after")
     def _installed(self) -> LMEvalSpec:
@@ -105,27 +109,27 @@ class LMEvalSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    edit_metrics: bool = Field(True, description="Edit metrics (efficacy, paraphrase, neighbourhood) at checkpoints.")
+    edit_metrics: bool = Field(default=True, description="Edit metrics (efficacy, paraphrase, neighbourhood) at checkpoints.")
     retention: Literal["all", "sample", "fixed", "none"] = Field(
-        "all",
+        default="all",
         description=(
             "Also measure on earlier edits: all edits so far, a new random sample at each checkpoint, "
             "a fixed seeded sample of the planned edits (its members edited so far), or none."
         ),
     )
-    retention_sample: int = Field(100, ge=1, description="Sample size when retention is 'sample' or 'fixed'.")
-    fluency: bool = Field(False, description="Generation entropy (slow: generates text) at checkpoints.")
-    activations: bool = Field(True, description="Activation norms and subspace shift at checkpoints.")
-    perplexity: bool = Field(True, description="Perplexity on held-out text at checkpoints.")
-    perplexity_tokens: int = Field(4096, ge=64, description="Token budget of the perplexity evaluation.")
+    retention_sample: int = Field(default=100, ge=1, description="Sample size when retention is 'sample' or 'fixed'.")
+    fluency: bool = Field(default=False, description="Generation entropy (slow: generates text) at checkpoints.")
+    activations: bool = Field(default=True, description="Activation norms and subspace shift at checkpoints.")
+    perplexity: bool = Field(default=True, description="Perplexity on held-out text at checkpoints.")
+    perplexity_tokens: int = Field(default=4096, ge=64, description="Token budget of the perplexity evaluation.")
     downstream_tasks: list[str] = Field(
         default_factory=list, description=f"Few-shot tasks at checkpoints, from {list(DOWNSTREAM_TASKS)}."
     )
-    downstream_examples: int = Field(50, ge=1, description="Examples per downstream task.")
-    downstream_shots: int = Field(3, ge=0, description="Few-shot demonstrations per prompt.")
-    batch_size: int = Field(16, ge=1, description="Batch size of evaluation forward passes.")
+    downstream_examples: int = Field(default=50, ge=1, description="Examples per downstream task.")
+    downstream_shots: int = Field(default=3, ge=0, description="Few-shot demonstrations per prompt.")
+    batch_size: int = Field(default=16, ge=1, description="Batch size of evaluation forward passes.")
     lm_eval: LMEvalSpec | None = Field(
-        None, description="Also run lm-evaluation-harness tasks at checkpoints (group downstream, scope the task)."
+        default=None, description="Also run lm-evaluation-harness tasks at checkpoints (group downstream, scope the task)."
     )
 
     @field_validator("downstream_tasks")
@@ -140,13 +144,13 @@ class EvaluationSpec(_Strict):
 class RunConfig(_Strict):
     """A sequential editing experiment."""
 
-    name: str | None = Field(None, description="Label used in reports; default: '<method>-<model>'.")
-    model: str = Field("smollm2-135m", description="Embedded model name, Hugging Face hub id or local directory.")
-    dtype: str = Field("float32", description="Model dtype: float32, bfloat16 or float16.")
-    device: str = Field("cpu", description="cpu, cuda, cuda:1, mps or auto.")
-    method: str = Field("memit", description="Editing method (see `seqedit methods`).")
+    name: str | None = Field(default=None, description="Label used in reports; default: '<method>-<model>'.")
+    model: str = Field(default="smollm2-135m", description="Embedded model name, Hugging Face hub id or local directory.")
+    dtype: str = Field(default="float32", description="Model dtype: float32, bfloat16 or float16.")
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:1, mps or auto.")
+    method: str = Field(default="memit", description="Editing method (see `seqedit methods`).")
     profile: str | None = Field(
-        None,
+        default=None,
         description="Defaults profile (see `seqedit methods NAME`): smollm2, llama3-8b, gpt2-xl, generic, "
         "released (the released MEMIT/ENCORE recipe on top of the model's profile) or NAME+released; null: "
         "found from the model's checkpoint name, then its model type, else generic (with a notice).",
@@ -155,21 +159,21 @@ class RunConfig(_Strict):
         default_factory=dict, description="Overrides of the profile's defaults for this model (validated)."
     )
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    num_edits: int = Field(200, ge=1, description="Total number of facts to edit, in sequence.")
-    batch_size: int = Field(10, ge=1, description="Facts per editor call (1 for one-at-a-time methods such as ROME).")
+    num_edits: int = Field(default=200, ge=1, description="Total number of facts to edit, in sequence.")
+    batch_size: int = Field(default=10, ge=1, description="Facts per editor call (1 for one-at-a-time methods such as ROME).")
     order_seed: int | Literal["auto"] | None = Field(
-        "auto",
+        default="auto",
         description="Shuffle the dataset with this seed before taking num_edits; null keeps the file's order; "
         "auto: seed 0 for the named datasets (builtin, counterfact, zsre), the file's order for a dataset file.",
     )
-    seed: int = Field(0, description="Seed of everything random in the run (probe choice, sampling, editors).")
+    seed: int = Field(default=0, description="Seed of everything random in the run (probe choice, sampling, editors).")
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     track: TrackingSpec = Field(default_factory=TrackingSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     text: TextSpec = Field(default_factory=lambda: TextSpec(probes=None))
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    output_dir: Path = Field(Path("runs/run"), description="Run directory (created; must be new unless resuming).")
-    save_ledger: bool = Field(True, description="Keep every batch's weight deltas (needed to resume and to undo).")
+    output_dir: Path = Field(default=Path("runs/run"), description="Run directory (created; must be new unless resuming).")
+    save_ledger: bool = Field(default=True, description="Keep every batch's weight deltas (needed to resume and to undo).")
     health: HealthSpec = Field(
         default_factory=HealthSpec, description="Divergence checks and collapse criteria (runner/health.py)."
     )

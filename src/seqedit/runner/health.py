@@ -42,15 +42,15 @@ class DivergenceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     step_change_limit: float = Field(
-        0.5, gt=0, description="Largest allowed ‖ΔW‖/‖W₀‖ of any matrix in one step (a blow-up beyond it)."
+        default=0.5, gt=0, description="Largest allowed ‖ΔW‖/‖W₀‖ of any matrix in one step (a blow-up beyond it)."
     )
-    step_change: CheckAction = Field("stop", description="What to do when a step changes a matrix more.")
-    non_finite: CheckAction = Field("stop", description="What to do on a NaN or infinite norm or metric.")
+    step_change: CheckAction = Field(default="stop", description="What to do when a step changes a matrix more.")
+    non_finite: CheckAction = Field(default="stop", description="What to do on a NaN or infinite norm or metric.")
     no_op_edit: CheckAction = Field(
-        "flag", description="What to do when a step changed no tracked matrix beyond no_op_limit."
+        default="flag", description="What to do when a step changed no tracked matrix beyond no_op_limit."
     )
     no_op_limit: float = Field(
-        1e-7, ge=0, description="A step whose largest ‖ΔW‖/‖W₀‖ is at most this changed nothing (float32 "
+        default=1e-7, ge=0, description="A step whose largest ‖ΔW‖/‖W₀‖ is at most this changed nothing (float32 "
         "rounding is 6e-8 of a weight; a target optimisation that failed to δ = 0 leaves ~1e-8).",
     )
 
@@ -58,13 +58,13 @@ class DivergenceSpec(BaseModel):
 class CollapseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    perplexity_ratio: float | None = Field(2.0, gt=1, description="Collapse: perplexity >= this x the unedited; null: off.")
+    perplexity_ratio: float | None = Field(default=2.0, gt=1, description="Collapse: perplexity >= this x the unedited; null: off.")
     efficacy_below: float | None = Field(
-        0.5, gt=0, le=1, description="Collapse: latest-batch efficacy below this; null: off."
+        default=0.5, gt=0, le=1, description="Collapse: latest-batch efficacy below this; null: off."
     )
-    efficacy_checkpoints: int = Field(2, ge=1, description="How many consecutive checkpoints the efficacy must be low.")
-    fro_rel_limit: float | None = Field(2.0, gt=1, description="Collapse: ‖W‖/‖W₀‖ of an edited matrix above this; null: off.")
-    non_finite: bool = Field(True, description="Collapse: a NaN or infinite norm or metric.")
+    efficacy_checkpoints: int = Field(default=2, ge=1, description="How many consecutive checkpoints the efficacy must be low.")
+    fro_rel_limit: float | None = Field(default=2.0, gt=1, description="Collapse: ‖W‖/‖W₀‖ of an edited matrix above this; null: off.")
+    non_finite: bool = Field(default=True, description="Collapse: a NaN or infinite norm or metric.")
 
 
 class HealthSpec(BaseModel):
@@ -78,7 +78,7 @@ class HealthSpec(BaseModel):
     collapse: CollapseSpec = Field(
         default_factory=CollapseSpec, description="Collapse criteria: the first step each is met is recorded."
     )
-    stop_on_collapse: bool = Field(False, description="End the run (status finished) when any collapse criterion is met.")
+    stop_on_collapse: bool = Field(default=False, description="End the run (status finished) when any collapse criterion is met.")
 
 
 def _bad(value: Any) -> bool:
