@@ -182,7 +182,7 @@ def commit_deltas(
     deltas: dict[str, torch.Tensor] = {}
     originals: dict[str, torch.Tensor] = {}
     for path, delta in canonical_deltas.items():
-        param = adapter.module(path).weight
+        param = adapter.parameter(path)
         name = f"{path}.weight"
         originals[name] = param.detach().clone()
         native = adapter.to_native(path, delta).to(device=param.device, dtype=param.dtype).contiguous()

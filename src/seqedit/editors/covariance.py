@@ -119,11 +119,11 @@ def generated_corpus(
                                   disable=not progress_allowed(progress)):
                     chunk = prompts[start : start + GENERATED_BATCH]
                     batch = tokenizer(chunk, return_tensors="pt", padding=True).to(lm.device)
-                    out = lm.model.generate(
+                    out = lm.generator.generate(
                         **batch, do_sample=True, top_p=0.95, temperature=1.0, max_new_tokens=new_tokens,
                         pad_token_id=tokenizer.pad_token_id,
                     )
-                    texts += [tokenizer.decode(row, skip_special_tokens=True) for row in out]
+                    texts += [str(tokenizer.decode(row, skip_special_tokens=True)) for row in out]
         finally:
             tokenizer.padding_side = side
         body = "\n\n".join(" ".join(t.split()) for t in texts if t.strip())

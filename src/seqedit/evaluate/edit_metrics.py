@@ -220,7 +220,7 @@ def evaluate_edits(
     indices: list[dict[str, list[int]]] = [{} for _ in requests]
     for row, (request, role) in enumerate(rows.owner):
         indices[request].setdefault(role, []).append(row)
-    per_request = []
+    per_request: list[dict[str, Any]] = []
     for r, idx in zip(requests, indices, strict=True):
         metrics = _request_metrics(scores, idx, comparative=r.target_true is not None)
         per_request.append({"case_id": r.case_id, **metrics})

@@ -96,7 +96,7 @@ def generate_texts(
     lm: LoadedModel, prompts: Sequence[str], settings: GenerationSettings, *, show_progress: bool = False
 ) -> list[str]:
     """Generate from each prompt; returns prompt + continuation, cleaned as ROME does."""
-    tok, model, device = lm.tokenizer, lm.model, lm.device
+    tok, model, device = lm.tokenizer, lm.generator, lm.device
     encoded = [list(tok(p)["input_ids"]) for p in prompts]
     for p, prompt_ids in zip(prompts, encoded, strict=True):
         if not prompt_ids:
@@ -136,7 +136,7 @@ def generate_texts(
                 continuation = out[j, width : width + budget].tolist()
                 if eos is not None and eos in continuation:
                     continuation = continuation[: continuation.index(eos)]
-                texts[i] = clean_generation(tok.decode(rows[j] + continuation, skip_special_tokens=True))
+                texts[i] = clean_generation(str(tok.decode(rows[j] + continuation, skip_special_tokens=True)))
     return texts
 
 

@@ -147,7 +147,7 @@ def convert_to_cache(
         # The weights are plain float32 now; a kept quantization_config would make reloads try GGUF again.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]  # nn.Module types unknown attributes as Tensor | Module
         model.config.name_or_path = entry.name
         out = tmp_path / "model"
         model.save_pretrained(str(out), safe_serialization=True)

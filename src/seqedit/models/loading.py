@@ -5,10 +5,17 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationMixin,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from seqedit.errors import UserError
 from seqedit.models.adapters import ArchitectureAdapter, adapter_for
@@ -33,6 +40,17 @@ class LoadedModel:
     name: str  # what the user asked for ("smollm2-135m", "gpt2-xl", a path)
     source: str = ""  # where the weights came from
     info: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pretrained(self) -> PreTrainedModel:
+        """The model as a transformers ``PreTrainedModel`` (what ``load`` returns), for ``generate`` and
+        ``save_pretrained``, which ``nn.Module`` does not declare."""
+        return cast(PreTrainedModel, self.model)
+
+    @property
+    def generator(self) -> GenerationMixin:
+        """The model for ``generate`` (every causal LM that ``load`` returns is one)."""
+        return cast(GenerationMixin, self.model)
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +161,7 @@ def load(
             else "the directory could not be read as a model"
         )
         raise ModelLoadError(f"could not load '{name_or_path}' ({hint}): {exc}") from exc
-    model.to(target_device)
+    model.to(target_device)  # type: ignore[arg-type]  # transformers declares PreTrainedModel.to through a wrapper
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:

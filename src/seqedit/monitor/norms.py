@@ -243,7 +243,7 @@ class NormMonitor:
         depend on the layout."""
         if self.weight_of is not None:
             return self.weight_of(info).detach()
-        return self.adapter.module(info.path).weight.detach()
+        return self.adapter.parameter(info.path).detach()
 
     def _weight_for_math(self, info: MatrixInfo) -> torch.Tensor:
         w = self._weight(info)

@@ -77,7 +77,7 @@ def save_model(lm: LoadedModel, out_dir: str | Path, info: Mapping[str, Any]) ->
     """Write model (safetensors), config, tokenizer and ``seqedit_export.json`` (provenance) to ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    lm.model.save_pretrained(out, safe_serialization=True)
+    lm.pretrained.save_pretrained(out, safe_serialization=True)
     lm.tokenizer.save_pretrained(out)
     write_text_atomic(out / EXPORT_INFO, json.dumps(dict(info), indent=2, default=str) + "\n")
     return out

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 import torch
 from torch import nn
@@ -79,7 +79,7 @@ class ArchitectureAdapter(ABC):
     # ----------------------------------------------------------------- structure
     @property
     def num_layers(self) -> int:
-        return len(self.module(self.layers_path))
+        return len(cast(nn.ModuleList, self.module(self.layers_path)))
 
     @property
     def hidden_size(self) -> int:
@@ -88,6 +88,13 @@ class ArchitectureAdapter(ABC):
     @property
     def mlp_hidden_size(self) -> int:
         return int(self.weight(self.mlp_out_proj(0)).shape[1])
+
+    def parameter(self, path: str, name: str = "weight") -> torch.Tensor:
+        """The module's tensor ``name`` in its native layout (``module(path).weight`` by default)."""
+        tensor = getattr(self.module(path), name)
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: '{path}.{name}' is not a tensor")
+        return tensor
 
     def module(self, path: str) -> nn.Module:
         try:
@@ -159,7 +166,8 @@ class ArchitectureAdapter(ABC):
         if name in per_layer:
             if layer is None:
                 raise ValueError(f"site '{name}' needs a layer")
-            return per_layer[name](layer)
+            paths = per_layer[name](layer)
+            return paths if isinstance(paths, str) else list(paths)
         if name in global_sites:
             return global_sites[name]()
         raise ValueError(f"unknown site '{name}'; known: {sorted(per_layer) + sorted(global_sites)}")
@@ -196,7 +204,7 @@ class ArchitectureAdapter(ABC):
 
     def weight(self, path: str) -> torch.Tensor:
         """The weight of ``path`` in canonical ``[out, in]`` layout (a view; do not modify in place)."""
-        w = self.module(path).weight
+        w = self.parameter(path)
         return w.T if self.is_transposed(path) else w
 
     def to_native(self, path: str, canonical: torch.Tensor) -> torch.Tensor:
@@ -208,7 +216,7 @@ class ArchitectureAdapter(ABC):
     @torch.no_grad()
     def add_to_weight(self, path: str, delta: torch.Tensor) -> torch.Tensor:
         """Add a canonical ``[out, in]`` delta to a weight in place; returns the delta in native layout."""
-        param = self.module(path).weight
+        param = self.parameter(path)
         native = self.to_native(path, delta).to(device=param.device, dtype=param.dtype)
         if native.shape != param.shape:
             raise ValueError(f"{path}: delta shape {tuple(delta.shape)} does not match weight {self.weight(path).shape}")

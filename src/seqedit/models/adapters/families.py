@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from seqedit.models.adapters.base import ArchitectureAdapter
@@ -11,8 +13,8 @@ class LlamaAdapter(ArchitectureAdapter):
     """Llama 2/3, Mistral, Qwen2/2.5/3, SmolLM2 and other Llama-style decoders (gated MLP, pre-norm)."""
 
     family = "llama"
-    model_types = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
-    example_models = ("smollm2-135m", "meta-llama/Meta-Llama-3-8B", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen2.5-7B")
+    model_types: ClassVar[tuple[str, ...]] = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+    example_models: ClassVar[tuple[str, ...]] = ("smollm2-135m", "meta-llama/Meta-Llama-3-8B", "mistralai/Mistral-7B-v0.1", "Qwen/Qwen2.5-7B")
     layers_path = "model.layers"
     mlp_name = "mlp"
     mlp_out_name = "mlp.down_proj"
@@ -40,7 +42,7 @@ class Gemma3Adapter(LlamaAdapter):
         projected onto that set, ``u = (t / (1 + w)) / rms(t / (1 + w))``, and reached by ``m' = rms(m)·u``
         (N ignores the scale; keeping ``m``'s leaves the value's magnitude unchanged). Returns ``m' - m``."""
         norm = self.module(self.mlp_residual(layer))
-        gain = 1.0 + norm.weight.detach().to(device=value.device, dtype=value.dtype)
+        gain = 1.0 + self.parameter(self.mlp_residual(layer)).detach().to(device=value.device, dtype=value.dtype)
         eps = float(getattr(norm, "eps", 1e-6))
 
         def rms(x: torch.Tensor) -> torch.Tensor:
