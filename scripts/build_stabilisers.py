@@ -70,7 +70,7 @@ def check_shared(study_file: Path, seed_file: Path) -> None:
 
 def readme_sentences(runs: list, n: int | None) -> str:
     lines = recommendation(runs, n)
-    return " ".join(lines[:2]) + " Details: [docs/stabilisers.md](docs/stabilisers.md)."
+    return " ".join(lines) + " Details: [docs/stabilisers.md](docs/stabilisers.md)."
 
 
 def main() -> None:

@@ -68,3 +68,27 @@ def test_the_activity_counts_each_batch_once_and_nas_per_request():
     assert activity["budget_batches_acting"] == 2 and activity["budget_matrix_rescales"] == 5
     assert math.isclose(activity["budget_min_factor"], 0.8)
     assert activity["nas_skipped_requests"] == 3
+
+
+def test_the_committed_stabiliser_page_rebuilds_from_the_committed_results(tmp_path):
+    """scripts/build_stabilisers.py reads only results/: the page and the README's sentences rebuild."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    root = Path(__file__).resolve().parents[2]
+    if not any((root / "results" / "stabilisers").glob("*/progress.json")):
+        pytest.skip("no committed stabiliser results")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- stabilisers:start -->\nold\n<!-- stabilisers:end -->\n", encoding="utf-8")
+    subprocess.run([sys.executable, str(root / "scripts" / "build_stabilisers.py"), "--docs", str(tmp_path / "docs"),
+                    "--readme", str(readme)], check=True, capture_output=True)
+    page = (tmp_path / "docs" / "stabilisers.md").read_text(encoding="utf-8")
+    assert "## Recommendation" in page and "| memit |" in page
+    assert (tmp_path / "docs" / "images" / "stabilisers" / "stabilisers_norms.png").stat().st_size > 0
+    sentences = readme.read_text(encoding="utf-8").split("<!-- stabilisers:start -->\n")[1].split("\n<!--")[0]
+    assert "old" not in sentences and "edits" in sentences
+    assert sentences in (root / "README.md").read_text(encoding="utf-8")
+    assert page == (root / "docs" / "stabilisers.md").read_text(encoding="utf-8")
