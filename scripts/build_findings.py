@@ -9,11 +9,16 @@ Reads only the compact results under ``--results`` (one folder per run, written 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from seqedit import rundir
-from seqedit.report.findings import analyse_runs, render_markdown, verdicts, write_findings
+from seqedit.report.findings import (
+    analyse_runs,
+    render_markdown,
+    replace_marked_block,
+    verdicts,
+    write_findings,
+)
 from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, common_checkpoint, comparison_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,11 +90,6 @@ def edits_table(runs: list[Path]) -> str:
     return "\n".join(rows).rstrip()
 
 
-def _replace_block(text: str, start: str, end: str, body: str) -> str:
-    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=ROOT / "results" / "seed-findings")
@@ -111,9 +111,9 @@ def main() -> None:
     page.write_text(f"{title}\n\n{PROTOCOL}\n{rest}", encoding="utf-8")
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
-        text = _replace_block(text, README_START, README_END, readme_table(found, [f for _, f in analysed]))
+        text = replace_marked_block(text, README_START, README_END, readme_table(found, [f for _, f in analysed]))
     if EDITS_START in text and EDITS_END in text:
-        text = _replace_block(text, EDITS_START, EDITS_END, edits_table(runs))
+        text = replace_marked_block(text, EDITS_START, EDITS_END, edits_table(runs))
     if text:
         args.readme.write_text(text, encoding="utf-8")
     print(f"wrote {page} and {images}/")

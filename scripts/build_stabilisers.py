@@ -11,12 +11,12 @@ examples/study/seed-findings.yaml, so when results/stabilisers has no such run t
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from seqedit.report.findings import replace_marked_block
 from seqedit.report.stabilisers import common_checkpoint, recommendation, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +89,7 @@ def main() -> None:
     runs = write_page(pairs, images, page, image_prefix="images/stabilisers/", intro=INTRO)
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
-        pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-        body = readme_sentences(runs, common_checkpoint(runs))
-        text = pattern.sub(lambda _: f"{README_START}\n{body}\n{README_END}", text)
+        text = replace_marked_block(text, README_START, README_END, readme_sentences(runs, common_checkpoint(runs)))
         args.readme.write_text(text, encoding="utf-8")
     print(f"wrote {page} and {images}/")
 

@@ -26,6 +26,7 @@ Verdict rules (stated on the page as well):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,15 +494,23 @@ def _legend(ax: Any) -> None:
 def figure_norm_growth(runs: Sequence[tuple[RunData, RunFindings]], path: Path) -> None:
     edit_runs = [(d, f) for d, f in runs if d.kind == "edit"]
     fig, (ax_rel, ax_dist) = new_figure(2, legend=True)
-    for (data, finding), color in zip(edit_runs, series_colors(len(edit_runs)), strict=True):
-        curve = norm_curve(data)
-        ax_rel.plot(curve["x"], curve["fro_rel_mean"], color=color, label=finding.method)
-        ax_rel.fill_between(curve["x"], curve["fro_rel_mean"], curve["fro_rel_max"], color=color, alpha=0.15)
-        ax_dist.plot(curve["x"], curve["dist_mean"], color=color, label=finding.method)
-    ax_rel.set(xlabel="number of edits", ylabel="‖W‖/‖W₀‖, edited (mean; band: max)")
-    ax_dist.set(xlabel="number of edits", ylabel="‖W − W₀‖ (mean)")
+    plot_norm_curves(ax_rel, ax_dist, [(data, finding.method) for data, finding in edit_runs], band=True)
+    ax_rel.set(ylabel="‖W‖/‖W₀‖, edited (mean; band: max)")
     _legend(ax_rel)
     fig.savefig(path)
+
+
+def plot_norm_curves(ax_rel: Any, ax_dist: Any, runs: Sequence[tuple[RunData, str]], *, band: bool) -> None:
+    """Mean ‖W‖/‖W₀‖ (with the max as a band when ``band``) and mean ‖W − W₀‖ of each run's changed
+    matrices against its edits, one colour per run."""
+    for (data, label), color in zip(runs, series_colors(len(runs)), strict=True):
+        curve = norm_curve(data)
+        ax_rel.plot(curve["x"], curve["fro_rel_mean"], color=color, label=label)
+        if band:
+            ax_rel.fill_between(curve["x"], curve["fro_rel_mean"], curve["fro_rel_max"], color=color, alpha=0.15)
+        ax_dist.plot(curve["x"], curve["dist_mean"], color=color, label=label)
+    ax_rel.set(xlabel="number of edits", ylabel="‖W‖/‖W₀‖, edited matrices (mean)")
+    ax_dist.set(xlabel="number of edits", ylabel="‖W − W₀‖ (mean)")
 
 
 @styled
@@ -669,6 +678,13 @@ FIGURES = {
 
 
 # ---------------------------------------------------------------------------------------------- the page
+def replace_marked_block(text: str, start: str, end: str, body: str) -> str:
+    """``text`` with whatever stands between the marker lines ``start`` and ``end`` replaced by ``body``
+    (the README tables that the build scripts regenerate)."""
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _: f"{start}\n{body}\n{end}", text)
+
+
 def analyse_runs(paths: Sequence[Path]) -> list[tuple[RunData, RunFindings]]:
     runs = []
     for path in paths:

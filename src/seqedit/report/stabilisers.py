@@ -18,7 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from seqedit.report.findings import _checkpoint_series, collapse_points, norm_curve, retention_scope
+from seqedit.report.findings import (
+    _checkpoint_series,
+    collapse_points,
+    norm_curve,
+    plot_norm_curves,
+    retention_scope,
+)
 from seqedit.report.loading import RunData, load_run
 from seqedit.report.style import new_figure, series_colors, styled
 from seqedit.utils.io import strict_json
@@ -181,12 +187,7 @@ def recommendation(runs: Sequence[StabiliserRun], n: int | None, baseline: str =
 @styled
 def figure_norms(runs: Sequence[StabiliserRun], path: Path) -> None:
     fig, (ax_rel, ax_dist) = new_figure(2, legend=True)
-    for run, color in zip(runs, series_colors(len(runs)), strict=True):
-        curve = norm_curve(run.data)
-        ax_rel.plot(curve["x"], curve["fro_rel_mean"], color=color, label=run.name)
-        ax_dist.plot(curve["x"], curve["dist_mean"], color=color, label=run.name)
-    ax_rel.set(xlabel="number of edits", ylabel="‖W‖/‖W₀‖, edited matrices (mean)")
-    ax_dist.set(xlabel="number of edits", ylabel="‖W − W₀‖ (mean)")
+    plot_norm_curves(ax_rel, ax_dist, [(run.data, run.name) for run in runs], band=False)
     ax_rel.legend(loc="best")
     fig.savefig(path)
 
