@@ -1,5 +1,6 @@
-"""Activation probes and key statistics: an explicit probe split that shares paragraphs with the statistics
-sample is refused; the unset legacy default keeps its probes and records the overlap."""
+"""Activation probes and key statistics: a probe split that shares paragraphs with the statistics sample is
+refused; the default split shares none; the legacy null keeps its probes and records the overlap, and a run
+started before the field existed resumes with it."""
 
 from __future__ import annotations
 
@@ -57,7 +58,18 @@ def test_other_split_is_disjoint_and_recorded(data_dir, tiny_run_config, tmp_pat
     assert check_probe_text(config, lm, snippets, split)["probes"]["shared_with_statistics"] == 0
 
 
-def test_unset_probes_keep_the_legacy_split_and_record_the_overlap(data_dir, tiny_run_config, tmp_path) -> None:
+def test_default_probes_are_the_valid_split_and_disjoint(data_dir, tiny_run_config, tmp_path) -> None:
+    lm = build_tiny_model("llama", num_layers=4, hidden=64)
+    config = tiny_run_config(tmp_path)
+    config = config.model_copy(update={"hparams": {**config.hparams, "mom2_corpus": "wikitext2", "mom2_n_samples": 12}})
+    assert config.text.probes == "wikitext2:valid"
+    snippets, _, split = probe_snippets(config)
+    record = check_probe_text(config, lm, snippets, split)
+    assert record["probes"]["split"] == "wikitext2:valid" and record["probes"]["shared_with_statistics"] == 0
+    assert record["statistics"]["split"] == "wikitext2:test"
+
+
+def test_null_probes_keep_the_legacy_split_and_record_the_overlap(data_dir, tiny_run_config, tmp_path) -> None:
     lm = build_tiny_model("llama", num_layers=4, hidden=64)
     config = _config(tiny_run_config, tmp_path, None)
     snippets, description, split = probe_snippets(config)
@@ -72,9 +84,29 @@ def test_bare_name_is_not_a_probe_split(tiny_run_config, tmp_path) -> None:
         probe_snippets(config)
 
 
-def test_run_records_its_splits_and_an_older_run_resumes(data_dir, tiny_run_config, tmp_path) -> None:
+def _last_probe_record(run_dir: Path) -> dict:
     import json
 
+    manifest = json.loads(sorted((run_dir / "state").glob("monitor_step_*.json"))[-1].read_text())
+    return manifest["meta"]["text"]["probes"]
+
+
+def _forget_text_field(run_dir: Path) -> None:
+    """Make the run look started by a seqedit without ``text``: neither config.yaml nor editor.json has it."""
+    import json
+
+    import yaml
+
+    path = run_dir / "config.yaml"
+    stored = yaml.safe_load(path.read_text())
+    assert stored.pop("text") == {"probes": None}
+    path.write_text(yaml.safe_dump(stored))
+    editor = json.loads((run_dir / "editor.json").read_text())
+    del editor["config"]["text"]
+    (run_dir / "editor.json").write_text(json.dumps(editor))
+
+
+def test_run_records_its_splits_and_an_older_run_resumes_with_its_probes(data_dir, tiny_run_config, tmp_path) -> None:
     import yaml
 
     from seqedit.runner.run import resume_experiment, run_experiment
@@ -82,21 +114,30 @@ def test_run_records_its_splits_and_an_older_run_resumes(data_dir, tiny_run_conf
     def tiny():
         return build_tiny_model("llama", num_layers=4, hidden=48, seed=3)
 
-    config = tiny_run_config(tmp_path, "run")  # statistics on the builtin text (stable edits on a tiny model)
+    # statistics on the builtin text (stable edits on a tiny model); default probes
+    fresh = run_experiment(tiny_run_config(tmp_path, "fresh"), lm=tiny(), show_progress=False, max_steps=1)
+    assert _last_probe_record(fresh.run_dir) == {"split": "wikitext2:valid", "snippets": 4, "explicit": True,
+                                                 "shared_with_statistics": 0}
+
+    config = tiny_run_config(tmp_path, "old", text={"probes": None})  # the probes runs had before the field
     first = run_experiment(config, lm=tiny(), show_progress=False, max_steps=1)
     assert first.status == "running"
-    manifest = json.loads(sorted((config.output_dir / "state").glob("monitor_step_*.json"))[-1].read_text())
-    text = manifest["meta"]["text"]
-    assert text["probes"]["split"] == "wikitext2:test" and text["probes"]["explicit"] is False
-    assert text["statistics"] == {"split": "builtin", "paragraphs": 20, "fallback": False}
-    assert text["probes"]["shared_with_statistics"] == 0
-    # A run started before text splits were configurable has no `text` in its records: it resumes unchanged.
-    path = config.output_dir / "config.yaml"
-    stored = yaml.safe_load(path.read_text())
-    assert stored.pop("text") == {"probes": None}
-    path.write_text(yaml.safe_dump(stored))
-    editor = json.loads((config.output_dir / "editor.json").read_text())
-    del editor["config"]["text"]
-    (config.output_dir / "editor.json").write_text(json.dumps(editor))
+    assert _last_probe_record(config.output_dir)["split"] == "wikitext2:test"
+    _forget_text_field(config.output_dir)
+    # The config in force lacks the field too: today's default (valid) would change the probes mid-run.
     resumed = resume_experiment(config.output_dir, lm=tiny(), show_progress=False)
     assert resumed.status == "finished", resumed.message
+    probes = _last_probe_record(config.output_dir)
+    assert probes["split"] == "wikitext2:test" and probes["explicit"] is False
+    assert yaml.safe_load((config.output_dir / "config.yaml").read_text())["text"] == {"probes": None}
+
+
+def test_an_older_run_refuses_other_explicit_probes(data_dir, tiny_run_config, tmp_path) -> None:
+    from seqedit.runner.run import resume_experiment, run_experiment
+
+    config = tiny_run_config(tmp_path, "old", text={"probes": None})
+    tiny = build_tiny_model("llama", num_layers=4, hidden=48, seed=3)
+    run_experiment(config, lm=tiny, show_progress=False, max_steps=1)
+    _forget_text_field(config.output_dir)
+    with pytest.raises(ConfigError, match=r"different experiment \(text\.probes: null -> \"wikitext2:valid\"\)"):
+        resume_experiment(config.output_dir, overrides=["text.probes=wikitext2:valid"], lm=tiny, show_progress=False)

@@ -13,8 +13,9 @@ consumer                      default             what is read
 ============================  ==================  ==========================================================
 key statistics ``E[kkᵀ]``     ``wikitext2``       test split; ``mom2_n_samples`` paragraphs shuffled with
 (``mom2_corpus``)             (= test)            seed 0 (:meth:`Corpus.sample`); builtin-prose without data
-activation probes             ``wikitext2:test``  ``probe.texts`` paragraphs drawn with the run's seed
-(``text.probes``)             (legacy default)    (overlaps the statistics sample; see runner.measure)
+activation probes             ``wikitext2:valid``  ``probe.texts`` paragraphs drawn with the run's seed,
+(``text.probes``)                                 disjoint from the statistics (checked); null: the test split
+                                                  of earlier runs, overlapping the statistics (recorded)
 perplexity                    ``wikitext2-valid``  the first ``perplexity_tokens`` tokens of the valid split
 intervention training         ``wikitext2``       the whole valid split, cut into chunks (held-out loss:
 (``data``)                    (= valid)           chunks of the same split kept out of training)

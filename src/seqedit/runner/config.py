@@ -82,11 +82,11 @@ class TextSpec(_Strict):
     """Text splits the runner's own measurements read (the defaults of every consumer: seqedit.data.corpora)."""
 
     probes: str | None = Field(
-        None,
+        "wikitext2:valid",
         description="Split of the activation probe snippets: wikitext2:valid, wikitext2:test or a WikiText-style "
         "file; it must share no paragraph with the key-statistics sample (checked, else the run is refused). "
-        "null: wikitext2:test unchecked, as in runs made before splits were named (it overlaps the default "
-        "statistics sample; the overlap is recorded).",
+        "null: wikitext2:test unchecked, the probes of runs made before splits were named (they overlap the "
+        "default statistics sample; the overlap is recorded). Such runs resume with null.",
     )
 
 
@@ -170,7 +170,7 @@ class RunConfig(_Strict):
     checkpoints: CheckpointSpec = Field(default_factory=CheckpointSpec)
     track: TrackingSpec = Field(default_factory=TrackingSpec)
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
-    text: TextSpec = Field(default_factory=lambda: TextSpec(probes=None))
+    text: TextSpec = Field(default_factory=TextSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     output_dir: Path = Field(default=Path("runs/run"), description="Run directory (created; must be new unless resuming).")
     save_ledger: bool = Field(default=True, description="Keep every batch's weight deltas (needed to resume and to undo).")

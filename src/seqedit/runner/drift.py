@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from seqedit import rundir
 from seqedit.editors.base import Editor
 from seqedit.models.loading import LoadedModel
@@ -30,6 +32,10 @@ from seqedit.utils.io import json_default, write_json_atomic, write_text_atomic
 
 EDITOR_FILE = rundir.EDITOR
 SAFE_ON_RESUME = frozenset({"name", "checkpoints", "health", "trackers", "output_dir"})
+# Fields added after runs had started, with the value a run that predates them ran with. Their defaults
+# for new runs differ (text.probes reads wikitext2:valid now), so a run recorded without the field resumes
+# with this value: the experiment it began.
+LEGACY_VALUES: dict[str, dict[str, Any]] = {"text": {"probes": None}}
 MAX_LISTED = 12
 
 
@@ -73,12 +79,20 @@ def _read_record(run_dir: Path) -> dict[str, Any] | None:
     return record
 
 
-def check_config_on_resume(config_path: Path, requested: RunConfig) -> None:
-    """Refuse a resumed run whose config differs from the recorded one in anything but ``SAFE_ON_RESUME``;
-    record the safe changes (``config.yaml`` and ``editor.json``) so the next resume compares against them."""
+def check_config_on_resume(config_path: Path, requested: RunConfig) -> RunConfig:
+    """The config a resumed run continues with: ``requested``, with :data:`LEGACY_VALUES` for the fields the
+    run was started without. Refused (ConfigError) when it differs from the recorded config in anything but
+    ``SAFE_ON_RESUME``; the safe changes are recorded (``config.yaml`` and ``editor.json``) so the next resume
+    compares against them."""
     record = _read_record(config_path.parent)
     stored = load_config(config_path)
-    started = (record or {}).get("config") or stored.model_dump(mode="json")
+    recorded = (record or {}).get("config") or _read_mapping(config_path)
+    legacy = {field: value for field, value in LEGACY_VALUES.items() if field not in recorded}
+    started = {**((record or {}).get("config") or stored.model_dump(mode="json")), **legacy}
+    # An explicit value for such a field stays, and is refused below if it is not the legacy one.
+    implicit = {field: value for field, value in legacy.items() if field not in requested.model_fields_set}
+    if implicit:
+        requested = RunConfig.model_validate({**requested.model_dump(mode="json"), **implicit})
     now = requested.model_dump(mode="json", exclude={"output_dir"})
     # A field seqedit gained after the run started was not recorded: nothing to compare it with.
     changes = {k: v for k, v in diff({k: started[k] for k in now if k in started}, now).items()
@@ -94,6 +108,13 @@ def check_config_on_resume(config_path: Path, requested: RunConfig) -> None:
         write_text_atomic(config_path, config_to_yaml(requested.model_copy(update={"output_dir": stored.output_dir})))
         if record is not None:
             write_json_atomic(config_path.parent / EDITOR_FILE, {**record, "config": requested.model_dump(mode="json")})
+    return requested
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """The top-level fields ``config.yaml`` holds as written (a field it lacks predates its seqedit)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
 
 
 def resolved_settings(method: str, editor: Editor, lm: LoadedModel | None = None) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from seqedit.runner.config import ConfigError, RunConfig
 from seqedit.settings import get_settings
 
 ZSRE_METRICS = frozenset({"rewrite_acc", "paraphrase_acc", "neighborhood_acc"})
-# Unset text.probes: the split of every run before splits were named. Perplexity reads wikitext2:valid, but the
-# key statistics read this split too (their sample shares paragraphs with the probes; recorded, see TextSpec).
+# text.probes: null, the split of every run made before splits were named (such runs resume with it). The key
+# statistics read this split too, so their sample shares paragraphs with the probes (recorded, see TextSpec).
 PROBE_SPLIT = TextSplit(WIKITEXT2, "test")
 RETENTION_SEED_SALT = 7919  # separates the retention sample's random stream from the run's other seeded draws
 
@@ -55,7 +55,7 @@ def tracked_matrices(lm: LoadedModel, groups: Sequence[str]) -> list[MatrixInfo]
 
 
 def probe_split(config: RunConfig) -> TextSplit:
-    """The split the probe snippets come from (``text.probes``; unset: the legacy :data:`PROBE_SPLIT`)."""
+    """The split the probe snippets come from (``text.probes``; null: the legacy :data:`PROBE_SPLIT`)."""
     if config.text.probes is None:
         return PROBE_SPLIT
     try:
@@ -125,8 +125,9 @@ def check_probe_text(
     config: RunConfig, lm: LoadedModel, snippets: Sequence[str], split: TextSplit | None
 ) -> dict[str, Any]:
     """What the probes and the key statistics read, and how many probe snippets are statistics paragraphs.
-    An explicit ``text.probes`` that shares any is refused (ConfigError); the unset legacy default is only
-    recorded, so runs started before splits were named resume with the same probes."""
+    A named ``text.probes`` split (the default ``wikitext2:valid`` included) that shares any is refused
+    (ConfigError); the legacy null is only recorded, so runs started before splits were named resume with the
+    same probes."""
     statistics, corpus = statistics_text_record(config, lm)
     probes: dict[str, Any] = {"split": split.name if split else "built-in probe prompts", "snippets": len(snippets),
                               "explicit": config.text.probes is not None}
@@ -168,7 +169,7 @@ class Measurements:
             shared = self.text_splits["probes"].get("shared_with_statistics")
             if shared:
                 self.log(f"activation probes: {shared} of {len(snippets)} {PROBE_SPLIT.name} snippets are key-statistics "
-                         "paragraphs (the unset text.probes of earlier runs); text.probes: wikitext2:valid avoids it")
+                         "paragraphs (text.probes: null, the probes of earlier runs); text.probes: wikitext2:valid avoids it")
             texts, self.probe_description = probe_texts(config, held_out)
             self.activations = ActivationMonitor(
                 lm, texts, layers=config.probe.layers, top_k=config.probe.pca_k, max_length=config.probe.max_tokens

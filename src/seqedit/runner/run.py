@@ -219,7 +219,8 @@ class SequentialRun:
             self.log(f"could not mark {self.store.root} as failed: {inner}")
 
     def _check_same_config(self) -> None:
-        check_config_on_resume(self.store.config_path, self.config)  # refuses a changed experiment, with a diff
+        # refuses a changed experiment, with a diff; a run started without a later field keeps its legacy value
+        self.config = check_config_on_resume(self.store.config_path, self.config)
 
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
         monitor_state, monitor_meta = self.store.load_state("monitor", completed)
