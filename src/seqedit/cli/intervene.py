@@ -36,6 +36,20 @@ def growth_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def _recorded_config(run_dir: Path) -> InterventionConfig:
+    """The settings an intervention recorded in its run directory (``config.yaml``)."""
+    import yaml
+
+    from seqedit.runner.store import RunDirectoryError, RunStore
+
+    store = RunStore(run_dir)
+    store.read_progress()  # not a run directory: one clear line
+    fields = yaml.safe_load(store.config_path.read_text(encoding="utf-8"))
+    if not isinstance(fields, dict):
+        raise RunDirectoryError(f"{store.config_path}: expected a mapping of intervention settings")
+    return build_config(InterventionConfig, {**fields, "output_dir": str(run_dir)}, FLAGS)
+
+
 def _given_on_command_line(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)
     return source is not None and source.name != "DEFAULT"
@@ -51,6 +65,9 @@ def intervene_command(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="YAML file with InterventionConfig fields; options given here win.")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")] = 0,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the interrupted intervention in this run directory from its newest saved state, with "
+        "the settings it recorded (no other settings may be given).")] = None,
     **settings: Any,
 ) -> None:
     """Run one intervention and print how the norms of each matrix kind changed. Every setting of the
@@ -66,8 +83,14 @@ def intervene_command(
         raise typer.BadParameter(f"{config} must hold a mapping of settings", param_hint="--config")
     if threads:
         torch.set_num_threads(threads)
-    cfg = build_config(InterventionConfig, {**fields, **config_values(InterventionConfig, given, FLAGS)}, FLAGS)
-    summary = run_intervention(cfg)
+    if resume is not None:
+        if given or config:
+            raise typer.BadParameter("a resumed intervention keeps its recorded settings; give --resume alone",
+                                     param_hint="--resume")
+        cfg = _recorded_config(resume)
+    else:
+        cfg = build_config(InterventionConfig, {**fields, **config_values(InterventionConfig, given, FLAGS)}, FLAGS)
+    summary = run_intervention(cfg, resume=resume is not None)
     console = Console()
     console.print(growth_table(summary))
     console.print(

@@ -42,6 +42,12 @@ class InterventionConfig(BaseModel):
     batch_size: int = Field(4, ge=1, description="Text chunks or task examples per optimiser step.")
     seq_len: int = Field(64, ge=8, description="Tokens per text chunk / maximum task example length.")
     record_every: int = Field(10, ge=1, description="Record norms and held-out loss every this many steps.")
+    save_every: int = Field(
+        50, ge=0,
+        description="Save the training state (trained weights, AdamW moments, norm monitor) at the first "
+        "record (record_every) at least this many steps after the last save, so that an interrupted run "
+        "resumes exactly; 0: never (an interrupted run starts again).",
+    )
     eval_batches: int = Field(2, ge=1, description="Held-out batches of the recorded eval_loss.")
     lora_rank: int = Field(8, ge=1, description="LoRA rank r (kind lora).")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is (alpha / r) · B A (kind lora).")

@@ -367,9 +367,14 @@ class RunStore:
         manifest = {"tensors": entries, "meta": json.loads(json.dumps(dict(meta or {}), default=json_default))}
         write_json_atomic(self.manifest_path(name, step), manifest, indent=None)
 
+    def state_steps(self, name: str) -> list[int]:
+        """The steps with a saved state ``name`` (a manifest), ascending."""
+        if not self.state_dir.exists():
+            return []
+        return sorted(_step_of(f) for f in self.state_dir.glob(f"{name}_step_*.json"))
+
     def _latest_manifest(self, name: str, before: int) -> dict[str, list[str | None]] | None:
-        steps = [_step_of(f) for f in self.state_dir.glob(f"{name}_step_*.json")] if self.state_dir.exists() else []
-        steps = [s for s in steps if s < before]
+        steps = [s for s in self.state_steps(name) if s < before]
         if not steps:
             return None
         data = json.loads(self.manifest_path(name, max(steps)).read_text(encoding="utf-8"))
@@ -442,6 +447,15 @@ class RunStore:
 
     def load_snapshot(self, step: int) -> dict[str, torch.Tensor]:
         return load_tensors(self.snapshot_path(step))
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / rundir.SUMMARY
+
+    def remove_states(self) -> None:
+        """Remove every saved state (a finished run that nothing will resume)."""
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_json_atomic(self.root / rundir.SUMMARY, dict(summary))

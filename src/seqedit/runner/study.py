@@ -3,9 +3,8 @@
 A study file holds ``defaults`` (fields of a run config shared by every editing run), ``runs`` (per run,
 the fields that differ; an entry with an ``intervention:`` block is a post-training intervention instead
 of an editing run) and an ``output_dir``; each run gets ``<output_dir>/<run name>``. ``run_study`` starts
-the runs that do not exist, continues the unfinished ones (editing runs resume exactly; interventions,
-which are short and not resumable, start again), leaves finished ones alone, and runs up to ``workers`` at
-once as local processes or as Ray tasks. Every run directory is an ordinary one: ``seqedit report``,
+the runs that do not exist, continues the unfinished ones (editing runs and interventions resume exactly), leaves
+finished ones alone, and runs up to ``workers`` at once as local processes or as Ray tasks. Every run directory is an ordinary one: ``seqedit report``,
 ``seqedit compare`` and ``seqedit run --resume`` work on it as on any other.
 """
 
@@ -163,17 +162,10 @@ def _execute(kind: RunKind, config_data: dict[str, Any], threads: int | None, lo
 
 
 def _execute_intervention(config: InterventionConfig) -> dict[str, Any]:
-    from seqedit.intervene.run import KIND, run_intervention
+    from seqedit.intervene.run import run_intervention
 
-    store = RunStore(config.output_dir)
-    if store.exists():
-        progress = store.read_progress()
-        if progress.get("kind") != KIND:
-            raise ConfigError(f"{config.output_dir} holds a run of another kind ({progress.get('kind')})")
-        if progress.get("status") == "finished":
-            return {"run_dir": str(config.output_dir), "status": "finished", "n_edits": 0, "message": "already finished"}
-        shutil.rmtree(config.output_dir)  # interventions do not resume: an unfinished one starts again
-    summary = run_intervention(config, progress=False)
+    resume = RunStore(config.output_dir).exists()  # unfinished: continued from its newest saved state
+    summary = run_intervention(config, progress=False, resume=resume)
     return {"run_dir": str(config.output_dir), "status": "finished", "n_edits": 0,
             "message": f"{summary['steps']} steps"}
 
