@@ -185,7 +185,8 @@ def _prepare_resume(store: RunStore, cfg: InterventionConfig) -> int:
         raise RunDirectoryError(f"{store.root} holds a run of another kind ({progress.get('kind')}), not an intervention")
     stored = yaml.safe_load(store.config_path.read_text(encoding="utf-8")) or {}
     requested = cfg.model_dump(mode="json")
-    changed = sorted(k for k in set(stored) | set(requested) if k != "output_dir" and stored.get(k) != requested.get(k))
+    # A field seqedit gained after the run started was not recorded: nothing to compare it with.
+    changed = sorted(k for k in stored if k != "output_dir" and stored[k] != requested.get(k))
     if changed:
         shown = "; ".join(f"{k}: {stored.get(k)!r} -> {requested.get(k)!r}" for k in changed[:8])
         raise RunDirectoryError(f"{store.config_path}: the resumed intervention would be a different run ({shown}); "
