@@ -266,6 +266,10 @@ def analyse(run: RunData, name: str) -> RunFindings:
             last = last[last["step"] == last["step"].max()]
             numbers["grew_share"] = float((last["fro_rel"] > 1).mean())
             numbers["by_kind"] = {str(k): float(v) for k, v in last.groupby("kind")["fro_rel"].mean().items()}
+            loss = run.group("train")
+            loss = loss[loss["name"] == "eval_loss"].sort_values("step")
+            if not loss.empty:
+                numbers["eval_loss"] = {"start": float(loss["value"].iloc[0]), "end": float(loss["value"].iloc[-1])}
         numbers["fits_dist"] = growth_fits(curve["x"].to_numpy(), curve["dist_mean"].to_numpy())
         numbers["fits_growth"] = growth_fits(curve["x"].to_numpy(), curve["fro_mean"].to_numpy() - curve["fro_mean"].iloc[0])
     if run.kind == "edit":
@@ -309,6 +313,32 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _weight_decay(run: RunFindings) -> float:
+    """The weight decay in an intervention's label, ``kind (weight decay X)`` (:func:`_method`)."""
+    return float(run.method.rsplit("weight decay ", 1)[-1].rstrip(")"))
+
+
+def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
+    """Per intervention kind run with and without weight decay: which effect wins on ‖W‖/‖W₀‖ (decoupled
+    decay alone shrinks every trained matrix, training grows them)."""
+    lines = []
+    for kind in C1_KINDS:
+        pair = sorted((r for r in runs if r.method.startswith(kind + " ")), key=_weight_decay)
+        if len(pair) < 2 or _weight_decay(pair[0]) != 0:
+            continue
+        plain, decayed = pair[0], pair[-1]
+        ratio = decayed.numbers["fro_rel_mean_end"]
+        winner = "training's growth wins: the norms still grow" if ratio > 1 else "decay wins: the norms shrink"
+        losses = " ".join(
+            f"held-out loss {r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f} "
+            f"({'decay ' + _fmt(_weight_decay(r)) if _weight_decay(r) else 'no decay'});"
+            for r in (plain, decayed) if "eval_loss" in r.numbers
+        )
+        lines.append(f"- {kind}, weight decay {_fmt(_weight_decay(decayed))} against none: ‖W‖/‖W₀‖ mean "
+                     f"{_fmt(ratio, 7)} against {_fmt(plain.numbers['fro_rel_mean_end'], 7)}; {winner}. {losses}".rstrip())
+    return lines
+
+
 def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
     runs = [r for r in runs if r.kind == "intervention" and "fro_rel_mean_end" in r.numbers]
     if not runs:
@@ -317,7 +347,8 @@ def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
     lines = [f"- {r.name} ({r.method}, {r.size} steps): trained matrices ‖W‖/‖W₀‖ mean {_fmt(r.numbers['fro_rel_mean_end'], 7)}, "
              f"{100 * r.numbers.get('grew_share', float('nan')):.0f}% of them grew; by kind "
              + ", ".join(f"{k} {_fmt(v, 7)}" for k, v in r.numbers.get("by_kind", {}).items()) for r in runs]
-    no_decay = [r for r in runs if "weight decay 0)" in r.method or r.method.endswith("decay 0.0)")]
+    lines += _decay_lines(runs)
+    no_decay = [r for r in runs if _weight_decay(r) == 0]
     grew = [r for r in no_decay if r.numbers["fro_rel_mean_end"] > 1 and r.numbers.get("grew_share", 0) > 0.5]
     verdict = "shown" if no_decay and len(grew) == len(no_decay) else ("partly shown" if grew else "not shown on this model")
     missing = [k for k in C1_KINDS if not any(r.method.startswith(k + " ") for r in runs)]

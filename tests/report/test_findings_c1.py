@@ -1,0 +1,35 @@
+"""C1's verdict over intervention runs: decay-free runs decide it, all three kinds are needed for "shown",
+and a kind run with and without weight decay says which effect wins."""
+
+from __future__ import annotations
+
+from seqedit.report.findings import RunFindings, verdict_c1
+
+
+def _run(name: str, kind: str, decay: float, ratio: float, grew: float = 0.9) -> RunFindings:
+    run = RunFindings(name, f"{kind} (weight decay {decay})", "intervention", 500, "finished")
+    run.numbers.update(fro_rel_mean_end=ratio, grew_share=grew, by_kind={"mlp.out_proj": ratio},
+                       eval_loss={"start": 1.25, "end": 0.5})
+    return run
+
+
+def test_decay_against_training_is_called_for_each_pair() -> None:
+    verdict = verdict_c1([_run("lora-wd0", "lora", 0.0, 1.0021), _run("lora-wd0.01", "lora", 0.01, 0.9994, 0.1),
+                          _run("ft-wd0", "finetune", 0.0, 1.0003), _run("ft-wd0.01", "finetune", 0.01, 1.0001)])
+    lora = next(line for line in verdict.lines if line.startswith("- lora, weight decay"))
+    assert "0.9994 against 1.002" in lora and "decay wins: the norms shrink" in lora
+    assert "held-out loss 1.250 → 0.500 (no decay)" in lora
+    finetune = next(line for line in verdict.lines if line.startswith("- finetune, weight decay"))
+    assert "training's growth wins: the norms still grow" in finetune
+    # both decay-free runs grew, but continued pre-training has not run: at most partly shown
+    assert verdict.verdict == "partly shown" and "- not run yet: continued-pretraining" in verdict.lines
+
+
+def test_decay_free_runs_decide_the_verdict() -> None:
+    kinds = ("continued-pretraining", "finetune", "lora")
+    grown = [_run(f"{k}-wd0", k, 0.0, 1.001) for k in kinds]
+    assert verdict_c1([*grown, _run("lora-wd0.01", "lora", 0.01, 0.99, 0.0)]).verdict == "shown"
+    shrunk = [*grown[:2], _run("lora-wd0", "lora", 0.0, 0.999, 0.2)]
+    assert verdict_c1(shrunk).verdict == "partly shown"
+    assert verdict_c1([_run(f"{k}-wd0", k, 0.0, 0.999, 0.2) for k in kinds]).verdict == "not shown on this model"
+    assert verdict_c1([]).verdict == "not measured"
