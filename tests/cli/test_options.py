@@ -82,7 +82,8 @@ def test_intervene_without_options_runs_the_configs_defaults(monkeypatch: pytest
     from seqedit.cli.intervene import app
     from seqedit.intervene import InterventionConfig
 
-    def capture(cfg: InterventionConfig) -> None:
+    def capture(cfg: InterventionConfig, resume: bool) -> None:
+        assert not resume
         raise _Captured(cfg)
 
     monkeypatch.setattr(seqedit.intervene, "run_intervention", capture)
