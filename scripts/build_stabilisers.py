@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from seqedit.report.findings import replace_marked_block
-from seqedit.report.stabilisers import common_checkpoint, recommendation, write_page
+from seqedit.report.stabilisers import compared_runs, recommendation, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("memit", "memit-nas", "memit-prune", "memit-rect", "memit-budget", "encore", "encore-nas", "ultraedit")
@@ -68,8 +68,9 @@ def check_shared(study_file: Path, seed_file: Path) -> None:
             raise SystemExit(f"{study_file}: run {name} differs from {seed_file}'s; collect it separately")
 
 
-def readme_sentences(runs: list, n: int | None) -> str:
-    lines = recommendation(runs, n)
+def readme_sentences(runs: list) -> str:
+    n, compared = compared_runs(runs)
+    lines = recommendation(compared, n)
     return " ".join(lines) + " Details: [docs/stabilisers.md](docs/stabilisers.md)."
 
 
@@ -89,7 +90,7 @@ def main() -> None:
     runs = write_page(pairs, images, page, image_prefix="images/stabilisers/", intro=INTRO)
     text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if README_START in text and README_END in text:
-        text = replace_marked_block(text, README_START, README_END, readme_sentences(runs, common_checkpoint(runs)))
+        text = replace_marked_block(text, README_START, README_END, readme_sentences(runs))
         args.readme.write_text(text, encoding="utf-8")
     print(f"wrote {page} and {images}/")
 

@@ -92,3 +92,20 @@ def test_the_committed_stabiliser_page_rebuilds_from_the_committed_results(tmp_p
     assert "old" not in sentences and "edits" in sentences
     assert sentences in (root / "README.md").read_text(encoding="utf-8")
     assert page == (root / "docs" / "stabilisers.md").read_text(encoding="utf-8")
+
+
+def test_an_unfinished_run_waits_until_it_reaches_the_finished_runs_checkpoint():
+    from seqedit.report.stabilisers import compared_runs
+
+    done = {0: START, 100: START, 1000: _point(0.05, 0.95, 16.0)}
+    runs = [_run("memit", done), _run("encore", done), _run("memit-nas", {0: START, 100: START})]
+    runs[2].status = "running"
+    n, compared = compared_runs(runs)
+    assert n == 1000 and [r.name for r in compared] == ["memit", "encore"]
+    runs[2].at[1000], runs[2].checkpoints = _point(0.01, 0.93, 15.5), [0, 100, 1000]  # it got there
+    assert [r.name for r in compared_runs(runs)[1]] == ["memit", "encore", "memit-nas"]
+    # while nothing has finished, the runs are compared where all of them have been
+    early = [_run("memit", done), _run("memit-nas", {0: START, 100: START})]
+    for run in early:
+        run.status = "running"
+    assert compared_runs(early) == (100, early)

@@ -50,6 +50,7 @@ class StabiliserRun:
     at: dict[int, dict[str, float]] = field(default_factory=dict)  # edit count -> metric -> value
     collapse: dict[str, Any] = field(default_factory=dict)
     activity: dict[str, float] = field(default_factory=dict)
+    status: str = "finished"  # progress.json's: an unfinished run is still being computed
 
 
 def _seconds_per_edit(run: RunData) -> float | None:
@@ -118,7 +119,7 @@ def analyse_run(path: Path, name: str | None = None) -> StabiliserRun:
     return StabiliserRun(
         name=name or path.name, data=data, edits=int(curve["x"].max()) if not curve.empty else 0,
         checkpoints=sorted(at), seconds_per_edit=_seconds_per_edit(data), at=at, collapse=collapse,
-        activity=_activity(data))
+        activity=_activity(data), status=data.progress.status)
 
 
 def common_checkpoint(runs: Sequence[StabiliserRun]) -> int | None:
@@ -126,6 +127,15 @@ def common_checkpoint(runs: Sequence[StabiliserRun]) -> int | None:
     shared = set.intersection(*(set(r.checkpoints) for r in runs)) if runs else set()
     shared.discard(0)
     return max(shared) if shared else None
+
+
+def compared_runs(runs: Sequence[StabiliserRun]) -> tuple[int | None, list[StabiliserRun]]:
+    """The edit count the comparison and the recommendation use, and the runs compared there: the largest
+    checkpoint every finished run has (every run's while none has finished), with every run that reached
+    it. An unfinished run short of it is left out until it gets there, so that a run still being computed
+    never pulls the comparison back to fewer edits."""
+    n = common_checkpoint([r for r in runs if r.status == "finished"] or runs)
+    return n, [r for r in runs if n is not None and n in r.checkpoints]
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -211,13 +221,21 @@ FIGURES = {"stabilisers_norms.png": figure_norms, "stabilisers_quality.png": fig
 
 
 def render(runs: Sequence[StabiliserRun], image_prefix: str, intro: str) -> str:
-    n = common_checkpoint(runs)
+    n, compared = compared_runs(runs)
+    waiting = [r for r in runs if r not in compared]
     lines = ["# Stabilisers compared", "", intro, "",
-             "Runs: " + ", ".join(f"{r.name} ({r.edits} edits, {r.data.progress.status})" for r in runs), ""]
-    lines += ["## Recommendation", "", *recommendation(runs, n), ""]
+             "Runs: " + ", ".join(f"{r.name} ({r.edits} edits, {r.status})" for r in runs), ""]
+    lines += ["## Recommendation", "", *recommendation(compared, n), ""]
+    if waiting:
+        lines += [f"Not yet at {n} edits, so not compared: " + ", ".join(
+            f"{r.name} ({r.edits} edits, {r.status})" for r in waiting) + "; they resume exactly.", ""]
     if n is not None:
-        lines += [f"## At {n} edits (the largest checkpoint every run has reached)", "", *TABLE_HEAD,
-                  *[comparison_row(r, n) for r in runs], ""]
+        lines += [f"## At {n} edits (the largest checkpoint every finished run has reached)", "", *TABLE_HEAD,
+                  *[comparison_row(r, n) for r in compared], ""]
+    shared = common_checkpoint(runs)
+    if waiting and shared is not None:
+        lines += [f"## At {shared} edits (every run, the unfinished ones included)", "", *TABLE_HEAD,
+                  *[comparison_row(r, shared) for r in runs], ""]
     lines += ["## Each run at its latest checkpoint", "", *TABLE_HEAD[:1], *TABLE_HEAD[1:],
               *[comparison_row(r, max(r.checkpoints)) for r in runs if r.checkpoints], ""]
     lines += ["Edit counts of those checkpoints: " + ", ".join(
@@ -242,7 +260,8 @@ def write_page(paths: Sequence[tuple[str, Path]], out_dir: Path, page: Path, *, 
         draw(runs, out_dir / name)
     (out_dir / "stabilisers.json").write_text(strict_json({
         "common_checkpoint": common_checkpoint(runs),
-        "runs": [{"name": r.name, "edits": r.edits, "status": r.data.progress.status, "checkpoints": r.checkpoints,
+        "compared_at": compared_runs(runs)[0],
+        "runs": [{"name": r.name, "edits": r.edits, "status": r.status, "checkpoints": r.checkpoints,
                   "seconds_per_edit": r.seconds_per_edit, "at": {str(k): v for k, v in r.at.items()},
                   "collapse": r.collapse, "activity": r.activity} for r in runs]}, indent=1) + "\n", encoding="utf-8")
     page.write_text(render(runs, image_prefix, intro), encoding="utf-8")
