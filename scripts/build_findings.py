@@ -19,7 +19,7 @@ from seqedit.report.findings import (
     verdicts,
     write_findings,
 )
-from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, common_checkpoint, comparison_row
+from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, compared_runs, comparison_row
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_COMMAND = (
@@ -76,17 +76,23 @@ def readme_table(found: list, findings: list) -> str:
 
 
 def edits_table(runs: list[Path]) -> str:
-    """The editing runs side by side at their largest shared checkpoint (and at 200 edits when all have it)."""
+    """The editing runs side by side at 200 edits (when all have it) and at the largest checkpoint every
+    finished run has reached, with each unfinished run that got there (``compared_runs``); the unfinished
+    runs short of it are named."""
     edit_runs = [r for r in (analyse_run(p) for p in runs) if r.data.kind == "edit"]
-    n = common_checkpoint(edit_runs)
+    n, compared = compared_runs(edit_runs)
     if n is None:
         return "No checkpoint is shared by the editing runs yet."
-    counts = [200, n] if n > 200 and all(200 in r.checkpoints for r in edit_runs) else [n]
+    tables = [(200, edit_runs)] if n > 200 and all(200 in r.checkpoints for r in edit_runs) else []
     rows: list[str] = []
-    for count in counts:
+    for count, shown in [*tables, (n, compared)]:
         rows += [f"After {count} edits (from results/seed-findings/; edit scores on the fixed sample's facts edited so"
                  " far; in brackets the maximum over matrices and the rise from the unedited model):", "", *TABLE_HEAD,
-                 *[comparison_row(r, count) for r in edit_runs], ""]
+                 *[comparison_row(r, count) for r in shown], ""]
+    waiting = [r for r in edit_runs if r not in compared]
+    if waiting:
+        rows += ["Still running, not yet at " + f"{n} edits: " + ", ".join(f"{r.name} ({r.edits} edits)" for r in waiting)
+                 + ".", ""]
     return "\n".join(rows).rstrip()
 
 

@@ -346,7 +346,9 @@ def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
                        ["No intervention run has completed a recorded step yet."])
     lines = [f"- {r.name} ({r.method}, {r.size} steps): trained matrices ‖W‖/‖W₀‖ mean {_fmt(r.numbers['fro_rel_mean_end'], 7)}, "
              f"{100 * r.numbers.get('grew_share', float('nan')):.0f}% of them grew; by kind "
-             + ", ".join(f"{k} {_fmt(v, 7)}" for k, v in r.numbers.get("by_kind", {}).items()) for r in runs]
+             + ", ".join(f"{k} {_fmt(v, 7)}" for k, v in r.numbers.get("by_kind", {}).items())
+             + (f"; held-out loss {r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f}"
+                if "eval_loss" in r.numbers else "") for r in runs]
     lines += _decay_lines(runs)
     no_decay = [r for r in runs if _weight_decay(r) == 0]
     grew = [r for r in no_decay if r.numbers["fro_rel_mean_end"] > 1 and r.numbers.get("grew_share", 0) > 0.5]
