@@ -117,3 +117,15 @@ def test_mend_train_without_options_trains_with_the_configs_defaults(monkeypatch
     assert result.exception.config == MendTrainConfig.model_validate(
         {"max_minutes": None, "eval_every": 7, "save_every": 7, "stats_warmup": 3}
     )
+
+
+def test_a_commands_own_options_keep_their_help_and_limits() -> None:
+    """The options a command declares itself (not generated from the config) keep their Option metadata."""
+    from seqedit.cli.intervene import app
+
+    shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert shown.exit_code == 0
+    for text in ("YAML file with InterventionConfig fields", "torch CPU threads", "newest saved state"):
+        assert text in shown.output, text
+    refused = CliRunner().invoke(app, ["--threads", "-1"])
+    assert refused.exit_code == 2 and "greater than or equal to 0" in refused.output

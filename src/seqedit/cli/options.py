@@ -13,7 +13,7 @@ import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -79,7 +79,11 @@ def config_options(
     generated = [_option(name, info, spelled) for name, info in model.model_fields.items() if name not in skip]
 
     def decorate(command: Command) -> Command:
-        own = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        # The command's own annotations resolved (a module with postponed annotations holds them as text,
+        # and typer would then drop their Option metadata, help texts included).
+        hints = get_type_hints(command, include_extras=True)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
         command.__signature__ = inspect.Signature([*own, *generated])  # type: ignore[attr-defined]
         return command
 
