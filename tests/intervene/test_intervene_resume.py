@@ -102,3 +102,11 @@ def test_cli_resumes_an_intervention_with_its_recorded_settings(corpus: Path, tm
     assert result.exit_code == 0, result.output
     assert json.loads((cfg.output_dir / "progress.json").read_text())["status"] == "finished"
     assert sorted({r["step"] for r in _rows(cfg.output_dir, "norms")}) == [0, 2, 4, 6]
+
+
+def test_only_the_newest_training_state_stays_on_disk(corpus: Path, tmp_path: Path) -> None:
+    cfg = _config("continued-pretraining", corpus, tmp_path / "run")
+    run_intervention(cfg, build_tiny_model("llama", num_layers=2, hidden=32, seed=4), progress=False, max_steps=9)
+    # saved at steps 4 and 8; step 4's blob is gone although step 8 has tensors equal to its (the baselines)
+    assert sorted(p.name for p in (cfg.output_dir / "state").iterdir()) == [
+        "training_step_000008.json", "training_step_000008.safetensors"]

@@ -37,7 +37,9 @@ def save_training_state(
             tensors[f"{_OPTIM}{index}/{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
     tensors.update({f"{_MONITOR}{key}": value for key, value in monitor.state_dict().items()})
     tensors[_RNG] = torch.get_rng_state()
-    store.save_state(STATE_NAME, step, tensors, {"step": step})
+    # Not incremental: nearly everything changes every step, and a blob kept alive by one unchanged tensor
+    # (the baselines) would keep gigabytes of superseded weights on disk.
+    store.save_state(STATE_NAME, step, tensors, {"step": step}, incremental=False)
     store.prune_states(step)
 
 

@@ -341,14 +341,17 @@ class RunStore:
         tensors: Mapping[str, torch.Tensor],
         meta: Mapping[str, Any] | None = None,
         checksum_only: Callable[[str], bool] = lambda key: False,
+        *,
+        incremental: bool = True,
     ) -> None:
         """State after ``step`` (editor memory, monitor baselines ...), written incrementally: a blob of the
         tensors that changed since the newest manifest of ``name`` (compared by SHA-256), then the step's
         manifest naming the blob and checksum of every tensor. Keyed by step, so that a crash between
         writing it and recording the step as completed never mixes steps. Tensors selected by
         ``checksum_only`` (ones the run can measure again) are recorded by checksum alone: see
-        :meth:`unstored_state`."""
-        previous = self._latest_manifest(name, before=step)
+        :meth:`unstored_state`. ``incremental=False`` writes every tensor into this step's blob, so that
+        pruning older steps frees all their space (for state that changes almost entirely every time)."""
+        previous = self._latest_manifest(name, before=step) if incremental else None
         entries: dict[str, list[str | None]] = {}
         changed: dict[str, torch.Tensor] = {}
         blob = self.state_path(name, step).name
