@@ -172,7 +172,7 @@ def _run_locked(
     )
     store.write_summary(summary)
     store.write_parquet_mirrors()
-    store.remove_states()  # a finished run needs no training state (hundreds of MB for full training)
+    store.remove_states()  # a finished run needs no training state (gigabytes for full training)
     _progress(store, "finished", cfg.steps, f"{cfg.kind} on {data_description}: {cfg.steps} steps")
     return summary
 
