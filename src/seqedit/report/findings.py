@@ -329,13 +329,11 @@ def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
         plain, decayed = pair[0], pair[-1]
         ratio = decayed.numbers["fro_rel_mean_end"]
         winner = "training's growth wins: the norms still grow" if ratio > 1 else "decay wins: the norms shrink"
-        losses = " ".join(
-            f"held-out loss {r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f} "
-            f"({'decay ' + _fmt(_weight_decay(r)) if _weight_decay(r) else 'no decay'});"
-            for r in (plain, decayed) if "eval_loss" in r.numbers
-        )
+        losses = [f"{r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f}"
+                  for r in (plain, decayed) if "eval_loss" in r.numbers]
+        held_out = (f" Held-out loss {losses[0]} without decay, {losses[1]} with it." if len(losses) == 2 else "")
         lines.append(f"- {kind}, weight decay {_fmt(_weight_decay(decayed))} against none: ‖W‖/‖W₀‖ mean "
-                     f"{_fmt(ratio, 7)} against {_fmt(plain.numbers['fro_rel_mean_end'], 7)}; {winner}. {losses}".rstrip())
+                     f"{_fmt(ratio, 7)} against {_fmt(plain.numbers['fro_rel_mean_end'], 7)}; {winner}.{held_out}")
     return lines
 
 
