@@ -110,10 +110,12 @@ def test_memory_of_past_edits_is_state(tiny_llama, requests_3, fast):
     state = editor.state_dict()
     layers = first.info["layers"]
     assert state["memory.keys"].item() == 2
-    assert {f"memory.layer{layer}" for layer in layers} <= set(state)
+    assert {f"memory.layer{layer}.upper" for layer in layers} <= set(state)  # symmetric: half is stored
     # A restored editor continues exactly like the original one.
     restored = create_editor("memit", lm, fast)
     restored.load_state_dict(state)
+    for layer, gram in editor._memory.items():
+        assert torch.equal(restored._memory[layer], gram)
     second_a = editor.apply(lm, requests_3[2:])
     second_a.undo(lm.model)
     second_b = restored.apply(lm, requests_3[2:])
@@ -258,3 +260,19 @@ def test_post_norm_value_change_reaches_a_reachable_contribution():
     change = adapter.mlp_value_change(layer, value, wanted)
     reached = norm64(value + change) - norm64(value)
     torch.testing.assert_close(reached, wanted, atol=1e-6 * float(wanted.abs().max()), rtol=0)
+
+
+def test_a_gram_matrix_is_stored_as_its_upper_triangle_only_when_exactly_symmetric():
+    from seqedit.editors.locate import _packed_gram, _unpacked_gram
+
+    keys = torch.randn(7, 5, dtype=torch.float32)
+    gram = keys.T @ keys
+    gram = (gram + gram.T) / 2  # exactly symmetric whatever the BLAS
+    packed = _packed_gram("memory.layer3", gram)
+    assert set(packed) == {"memory.layer3.upper"} and packed["memory.layer3.upper"].numel() == 15
+    assert torch.equal(_unpacked_gram("memory.layer3.upper", packed["memory.layer3.upper"]), gram)
+    lopsided = gram.clone()
+    lopsided[0, 1] = torch.nextafter(lopsided[0, 1], torch.tensor(float("inf")))
+    assert torch.equal(_packed_gram("memory.layer3", lopsided)["memory.layer3"], lopsided)
+    with pytest.raises(ValueError, match="upper triangle"):
+        _unpacked_gram("memory.layer3.upper", torch.zeros(14))

@@ -187,11 +187,18 @@ def test_resume_starts_from_the_newest_snapshot(tmp_path, tiny_run_config, monke
     run_experiment(tiny_run_config(tmp_path, "reference", num_edits=8), lm=reference, show_progress=False)
     config = tiny_run_config(tmp_path, "parts", num_edits=8)
     run_experiment(config, lm=_tiny(), show_progress=False, max_steps=3)
-    # The weights after step 2 come from the snapshot: the ledgers of steps 1-2 are not needed.
-    for step in (1, 2):
-        RunStore(config.output_dir).ledger_path(step).unlink()
+    # The weights after step 2 come from the snapshot: only step 3's deltas are added again (the ledger of
+    # steps 1-2 is still read, to sum the norm monitor's cumulative deltas).
     progress = RunStore(config.output_dir).read_progress()
     assert progress["completed_steps"] == 3 and progress["status"] == "running"
+    replayed = []
+    original = EditResult.replay
+    monkeypatch.setattr(EditResult, "replay", lambda self, model: (replayed.append(self), original(self, model)))
+    lm = _tiny()
+    with monkeypatch.context() as patch:
+        patch.setattr(run_module.SequentialRun, "_loop", lambda self, *a, **k: None)  # stop after restoring
+        resume_experiment(config.output_dir, lm=lm, show_progress=False)
+    assert len(replayed) == 1
     lm = _tiny()
     assert resume_experiment(config.output_dir, lm=lm, show_progress=False).status == "finished"
     for name, value in _weights(lm).items():
@@ -358,7 +365,8 @@ def test_a_run_directory_of_the_earlier_format_resumes(tmp_path, tiny_run_config
 
     config = tiny_run_config(tmp_path, "old", num_edits=6)
     with monkeypatch.context() as patch:
-        patch.setattr(run_module, "_measured_again", lambda key: False)
+        patch.setattr(run_module, "_measured_again", lambda key: False)  # the earlier format stored everything
+        patch.setattr(run_module, "_measured_again_or_in_ledger", lambda key: False)
         patch.setattr(run_module, "SNAPSHOT_EVERY", 1000)
         run_experiment(config, lm=_tiny(), show_progress=False, max_steps=2)
     store = RunStore(config.output_dir)
@@ -378,3 +386,48 @@ def test_a_run_directory_of_the_earlier_format_resumes(tmp_path, tiny_run_config
     assert resume_experiment(config.output_dir, lm=lm, show_progress=False).status == "finished"
     _assert_same_run(uninterrupted, config.output_dir, lm)
     assert not list(store.state_dir.glob("*_step_000002*"))  # the old state files are pruned
+
+
+def _monitor_manifest(run_dir: Path, step: int) -> dict[str, list]:
+    import json
+
+    return json.loads(RunStore(run_dir).manifest_path("monitor", step).read_text(encoding="utf-8"))["tensors"]
+
+
+def test_the_cumulative_deltas_are_summed_again_from_the_ledger(tmp_path, tiny_run_config, monkeypatch, uninterrupted):
+    """With a ledger, the norm monitor's Σ Δ is recorded by checksum only and rebuilt on resume, exactly."""
+    config = tiny_run_config(tmp_path, "parts")
+    run_experiment(config, lm=_tiny(), show_progress=False, max_steps=2)
+    entries = _monitor_manifest(config.output_dir, 2)
+    sums = {k: v for k, v in entries.items() if k.startswith(run_module.CUMULATIVE_DELTA)}
+    assert sums and all(blob is None for blob, _ in sums.values())
+    lm = _tiny()
+    assert resume_experiment(config.output_dir, lm=lm, show_progress=False).status == "finished"
+    _assert_same_run(uninterrupted, config.output_dir, lm)
+
+
+def test_a_ledger_that_does_not_sum_to_the_recorded_deltas_is_refused(tmp_path, tiny_run_config, monkeypatch):
+    from seqedit.monitor.norms import NormMonitor
+
+    config = tiny_run_config(tmp_path, "parts")
+    run_experiment(config, lm=_tiny(), show_progress=False, max_steps=2)
+    original = NormMonitor.cumulative_from
+
+    def off_by_one_ulp(self, steps):
+        return {k: torch.nextafter(v, v + 1) for k, v in original(self, steps).items()}
+
+    monkeypatch.setattr(NormMonitor, "cumulative_from", off_by_one_ulp)
+    with pytest.raises(RunDirectoryError, match="do not sum to the recorded norms.cumulative/"):
+        resume_experiment(config.output_dir, lm=_tiny(), show_progress=False)
+
+
+def test_without_a_ledger_the_cumulative_deltas_are_stored(tmp_path, tiny_run_config, uninterrupted):
+    config = tiny_run_config(tmp_path, "no-ledger", save_ledger=False)
+    run_experiment(config, lm=_tiny(), show_progress=False, max_steps=2)
+    sums = {k: v for k, v in _monitor_manifest(config.output_dir, 2).items()
+            if k.startswith(run_module.CUMULATIVE_DELTA)}
+    assert sums and all(blob is not None for blob, _ in sums.values())
+    lm = _tiny()
+    assert resume_experiment(config.output_dir, lm=lm, show_progress=False).status == "finished"
+    tables, _ = uninterrupted
+    assert _tables(config.output_dir)["norms"] == tables["norms"]

@@ -18,6 +18,7 @@ exact delta of every changed matrix; a failing edit restores every weight it tou
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,30 @@ def auto_layers(num_layers: int, count: int = 5) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- editing
+UPPER_TRIANGLE = ".upper"
+
+
+def _packed_gram(key: str, gram: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A state entry for a Gram matrix ``Σ k kᵀ``: its upper triangle when the matrix is exactly symmetric
+    (it is in practice, and then it takes half the disk), else the whole matrix."""
+    if gram.dim() == 2 and gram.shape[0] == gram.shape[1] and torch.equal(gram, gram.T):
+        rows, cols = torch.triu_indices(gram.shape[0], gram.shape[0])
+        return {key + UPPER_TRIANGLE: gram[rows, cols].contiguous()}
+    return {key: gram}
+
+
+def _unpacked_gram(key: str, upper: torch.Tensor) -> torch.Tensor:
+    """The symmetric matrix whose upper triangle :func:`_packed_gram` stored, bit for bit."""
+    size = int((math.isqrt(8 * upper.numel() + 1) - 1) // 2)
+    if upper.dim() != 1 or size * (size + 1) // 2 != upper.numel():
+        raise ValueError(f"state entry {key} is not the upper triangle of a square matrix")
+    rows, cols = torch.triu_indices(size, size)
+    gram = torch.empty(size, size, dtype=upper.dtype)
+    gram[rows, cols] = upper
+    gram[cols, rows] = upper
+    return gram
+
+
 class _WeightWriter:
     """Writes accumulated canonical deltas so later layers and facts see earlier updates; restores the
     originals on failure; at the end commits the totals through ``commit_deltas`` (exact undo/replay)."""
@@ -440,7 +465,8 @@ class LocateEditEditor(Editor):
         state = self._stabilisers.state_dict()
         if not self._memory:
             return state
-        state.update({f"memory.layer{layer}": gram.detach().cpu() for layer, gram in self._memory.items()})
+        for layer, gram in self._memory.items():
+            state.update(_packed_gram(f"memory.layer{layer}", gram.detach().cpu()))
         state["memory.keys"] = torch.tensor([self._memory_keys], dtype=torch.int64)
         return state
 
@@ -452,6 +478,11 @@ class LocateEditEditor(Editor):
                 continue
             if name == "memory.keys":
                 keys = int(tensor.reshape(-1)[0].item())
+            elif name.startswith("memory.layer") and name.endswith(UPPER_TRIANGLE):
+                layer = name[len("memory.layer"):-len(UPPER_TRIANGLE)]
+                if not layer.isdigit():
+                    raise ValueError(f"{self.name}: unexpected state entry '{name}'")
+                memory[int(layer)] = _unpacked_gram(name, tensor)
             elif name.startswith("memory.layer") and name[len("memory.layer"):].isdigit():
                 if tensor.dim() != 2 or tensor.shape[0] != tensor.shape[1]:
                     raise ValueError(f"{self.name}: state entry {name} must be a square matrix")

@@ -296,9 +296,7 @@ class NormMonitor:
                 )
             d = delta.detach().to(device=w.device, dtype=w.dtype)
             step_delta[i] = float(d.norm())
-            cumulative = self._cumulative.get(name)
-            cumulative = d.clone() if cumulative is None else cumulative.add_(d)
-            self._cumulative[name] = cumulative
+            cumulative = _accumulate(self._cumulative, name, d)
             self._dist[i] = float(cumulative.norm())
             self._fro[i] = float(w.norm())
             if self.spectral:
@@ -360,6 +358,20 @@ class NormMonitor:
             )
         return NormProfile(tuple(entries))
 
+    @torch.no_grad()
+    def cumulative_from(self, steps: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The cumulative deltas ``Σ Δ`` that :meth:`update` builds from these steps' deltas (every step from
+        the first, in order), with the same arithmetic, so the result equals the recorded one bit for bit: a
+        resumed run rebuilds them from its ledger instead of storing them. Keyed as in :meth:`state_dict`."""
+        cumulative: dict[str, torch.Tensor] = {}
+        for deltas in steps:
+            for name, delta in deltas.items():
+                i = self._index.get(name)
+                if i is not None:
+                    w = self._weight_for_math(self.matrices[i])
+                    _accumulate(cumulative, name, delta.detach().to(device=w.device, dtype=w.dtype))
+        return {f"cumulative/{name}": c.detach().to("cpu") for name, c in cumulative.items()}
+
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Everything a resumed run needs to produce identical numbers (CPU tensors)."""
@@ -409,6 +421,14 @@ class NormMonitor:
             if info.param_name in cumulative:
                 self._cumulative[info.param_name] = cumulative[info.param_name].to(device, dtype).clone()
         self._ready = True
+
+
+def _accumulate(cumulative: dict[str, torch.Tensor], name: str, delta: torch.Tensor) -> torch.Tensor:
+    """``cumulative[name] += delta`` in place (a copy of the first): one definition for a run and a resume."""
+    total = cumulative.get(name)
+    total = delta.clone() if total is None else total.add_(delta)
+    cumulative[name] = total
+    return total
 
 
 class WeightChanges:

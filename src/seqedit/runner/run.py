@@ -85,9 +85,19 @@ def _no_loading_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+ACTIVATION_BASELINE = "activations.baseline/"
+CUMULATIVE_DELTA = "norms.cumulative/"
+
+
 def _measured_again(key: str) -> bool:
     """Monitor state a resume measures again instead of reading (see ``_measure_unstored_state``)."""
-    return key.startswith("activations.baseline/")
+    return key.startswith(ACTIVATION_BASELINE)
+
+
+def _measured_again_or_in_ledger(key: str) -> bool:
+    """With a ledger, also the cumulative deltas ``Σ Δ``: the ledger holds every step's delta, so a resume
+    sums them again (``_rebuild_cumulative``) instead of reading 8 bytes per edited weight."""
+    return _measured_again(key) or key.startswith(CUMULATIVE_DELTA)
 
 
 # A prime larger than any run's step count: the streams of (seed, step) and (seed', step') never coincide.
@@ -225,6 +235,8 @@ class SequentialRun:
     def _restore(self, lm: LoadedModel, editor: Editor, measurements: Measurements, completed: int) -> None:
         monitor_state, monitor_meta = self.store.load_state("monitor", completed)
         monitor_state.update(self._measure_unstored_state(measurements, completed))  # on the unedited model
+        unstored_sums = {k: d for k, d in self.store.unstored_state("monitor", completed).items()
+                         if k.startswith(CUMULATIVE_DELTA)}
         snapshot = self.store.latest_snapshot(completed)
         first = (snapshot or 0) + 1
         self.log(f"Resuming {self.store.root} after step {completed}: "
@@ -236,10 +248,12 @@ class SequentialRun:
                 for name, value in self.store.load_snapshot(snapshot).items():
                     params[name].copy_(value)
                     self._touched.add(name)
-        for step in range(first, completed + 1):
-            result = self.store.load_ledger(step)
-            result.replay(lm.model)
-            self._touched.update(result.deltas)
+        steps = self._replay_ledger(lm, 1 if unstored_sums else first, first, completed)
+        if unstored_sums:
+            monitor_state.update(self._rebuild_cumulative(measurements, steps, unstored_sums))
+        else:
+            for _ in steps:
+                pass
         editor_state, _ = self.store.load_state("editor", completed)
         editor.load_state_dict(editor_state)
         measurements.load_state_dict(monitor_state, monitor_meta)
@@ -248,7 +262,8 @@ class SequentialRun:
         """The activation baselines (a function of the unedited model and the probes, ~100 MB on the embedded
         model) are recorded by checksum only: measure them again on the unedited model and check they are
         the recorded ones bit for bit (else the resumed run could not equal an uninterrupted one)."""
-        wanted = self.store.unstored_state("monitor", completed)
+        wanted = {k: d for k, d in self.store.unstored_state("monitor", completed).items()
+                  if k.startswith(ACTIVATION_BASELINE)}
         if not wanted:
             return {}
         if measurements.activations is None:
@@ -264,6 +279,32 @@ class SequentialRun:
             )
         return {key: fresh[key] for key in wanted}
 
+    def _replay_ledger(
+        self, lm: LoadedModel, start: int, first_replayed: int, last: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Each ledger step's deltas from ``start`` to ``last``, one at a time; those from ``first_replayed``
+        on (after the weight snapshot) are also added to the model."""
+        for step in range(start, last + 1):
+            result = self.store.load_ledger(step)
+            if step >= first_replayed:
+                result.replay(lm.model)
+                self._touched.update(result.deltas)
+            yield result.deltas
+
+    def _rebuild_cumulative(
+        self, measurements: Measurements, steps: Iterator[dict[str, torch.Tensor]], wanted: dict[str, str]
+    ) -> dict[str, torch.Tensor]:
+        """The norm monitor's ``Σ Δ`` summed again from every ledger step, checked against its checksums."""
+        rebuilt = {f"norms.{k}": v for k, v in measurements.norms.cumulative_from(steps).items()}
+        differing = sorted(k for k in set(wanted) | set(rebuilt)
+                           if k not in rebuilt or tensor_digest(rebuilt[k]) != wanted.get(k))
+        if differing:
+            raise RunDirectoryError(
+                f"{self.store.root}: the ledger's deltas do not sum to the recorded {differing[0]}; "
+                "the run cannot resume exactly"
+            )
+        return rebuilt
+
     def _snapshot_if_due(self, lm: LoadedModel, step: int, result: EditResult) -> None:
         """Every ``SNAPSHOT_EVERY`` steps (every step without a ledger) keep the edited weights' values."""
         self._touched.update(result.deltas)
@@ -274,7 +315,8 @@ class SequentialRun:
     def _save_states(self, editor: Editor, measurements: Measurements, step: int) -> None:
         self.store.save_state("editor", step, editor.state_dict())
         tensors, meta = measurements.state_dict()
-        self.store.save_state("monitor", step, tensors, meta, checksum_only=_measured_again)
+        unstored = _measured_again_or_in_ledger if self.config.save_ledger else _measured_again
+        self.store.save_state("monitor", step, tensors, meta, checksum_only=unstored)
 
     # ------------------------------------------------------------------ the loop
     def _loop(
