@@ -35,7 +35,7 @@ from seqedit.editors.registry import create_editor
 from seqedit.models.loading import LoadedModel, load
 from seqedit.models.tiny import build_tiny_model
 from seqedit.runner import run as run_module
-from seqedit.runner.config import RunConfig
+from seqedit.runner.config import CheckpointSpec, RunConfig
 from seqedit.runner.measure import Measurements
 from seqedit.runner.requests import select_requests
 from seqedit.runner.run import SequentialRun, run_experiment
@@ -87,6 +87,9 @@ def measure_sizes(store: RunStore, steps: int) -> dict[str, Any]:
     cumulative_bytes = 8 * sum(edited.values())
     written_last_step = sum(_size(p) for p in store.state_dir.glob(f"*_step_{steps:06d}.*"))
     tables = sum(_size(p) for p in root.glob("*.jsonl")) + sum(_size(p) for p in root.glob("*.parquet"))
+    # checkpoint rows come at checkpoints, the other tables' rows every step
+    checkpoint_tables = sum(_size(p) for p in root.glob("checkpoints.*"))
+    checkpoints = len({row["step"] for row in store.read("checkpoints")})
     return {
         "total_bytes": _size(root),
         "ledger_bytes_per_step": sum(_size(p) for p in ledger) / steps,
@@ -97,7 +100,8 @@ def measure_sizes(store: RunStore, steps: int) -> dict[str, Any]:
         "state_bytes_written_last_step": written_last_step,
         "snapshot_bytes": _size(store.snapshot_dir),
         "table_bytes": tables,
-        "table_bytes_per_step": tables / (steps + 1),
+        "table_bytes_per_step": (tables - checkpoint_tables) / (steps + 1),
+        "checkpoint_table_bytes_per_checkpoint": checkpoint_tables / max(checkpoints, 1),
     }
 
 
@@ -146,6 +150,9 @@ def time_restore(store: RunStore, config: RunConfig, steps: int) -> dict[str, An
 
 def extrapolate(sizes: dict[str, Any], timings: dict[str, Any], edits: int, batch: int, every: int) -> dict[str, Any]:
     steps = edits // batch
+    # the study's checkpoints (every 100 edits and log-spaced), and the unedited model's at step 0
+    checkpoints = 1 + len(CheckpointSpec(every=100, log_spaced=True).edit_counts(edits, batch))
+    tables = sizes["table_bytes_per_step"] * (steps + 1) + sizes["checkpoint_table_bytes_per_checkpoint"] * checkpoints
     per_step_replay = sum(timings["replay_step_s"]) / len(timings["replay_step_s"])
     after_snapshot = steps % every
     # The measured restore less its ledger reads (all of the run's steps: the monitor's Σ Δ is summed again)
@@ -157,10 +164,12 @@ def extrapolate(sizes: dict[str, Any], timings: dict[str, Any], edits: int, batc
     return {
         "edits": edits,
         "steps": steps,
-        "disk_bytes": sizes["ledger_bytes_per_step"] * steps + sizes["table_bytes_per_step"] * (steps + 1)
+        "checkpoints": checkpoints,
+        "table_bytes": tables,
+        "disk_bytes": sizes["ledger_bytes_per_step"] * steps + tables
         + sizes["state_bytes_on_disk"] + snapshot_bytes,
         "disk_bytes_dense_format": sizes["dense_ledger_bytes_per_step"] * steps
-        + sizes["table_bytes_per_step"] * (steps + 1) + sizes["state_bytes_full"]
+        + tables + sizes["state_bytes_full"]
         + sizes["cumulative_bytes_not_stored"],
         "restore_fixed_s": fixed,
         # every ledger step is read (the monitor's Σ Δ is summed again), the ones after the snapshot replayed
@@ -229,20 +238,24 @@ def main() -> None:
         "restore_timings": timings,
         "extrapolated_1000_edits": per_1000,
         f"extrapolated_resume_at_{args.at_edits}_edits": at_point,
-        "note": f"measured on {args.edits} edits and extrapolated: ledger and tables grow per step, state and the "
-                "newest snapshot are one copy each; timings under nice on a shared CPU",
+        "note": f"measured on {args.edits} edits and extrapolated: ledger and tables grow per step, checkpoint rows "
+                "per checkpoint (the study's schedule), state and the newest snapshot are one copy each; timings on "
+                "a shared CPU (see load_average)",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"{args.method} on {args.model}: {args.edits} edits in batches of {args.batch_size}"
           + (f" ({wall:.0f} s)" if wall is not None else f", measured from {args.existing}"))
     print(f"{'part':34} {'this format':>14} {'dense format':>14}")
+    dense_state = sizes["state_bytes_full"] + sizes["cumulative_bytes_not_stored"]
     rows = [
         ("ledger per step (MB)", sizes["ledger_bytes_per_step"], sizes["dense_ledger_bytes_per_step"]),
-        ("state on disk (MB)", sizes["state_bytes_on_disk"], sizes["state_bytes_full"]),
-        ("state written per step (MB)", sizes["state_bytes_written_last_step"], sizes["state_bytes_full"]),
+        ("state on disk (MB)", sizes["state_bytes_on_disk"], dense_state),
+        ("state written per step (MB)", sizes["state_bytes_written_last_step"], dense_state),
         ("weight snapshot (MB)", sizes["snapshot_bytes"], 0),
         ("tables per step (MB)", sizes["table_bytes_per_step"], sizes["table_bytes_per_step"]),
+        ("checkpoint rows per checkpoint (MB)", sizes["checkpoint_table_bytes_per_checkpoint"],
+         sizes["checkpoint_table_bytes_per_checkpoint"]),
         ("disk per 1,000 edits (MB, extrap.)", per_1000["disk_bytes"], per_1000["disk_bytes_dense_format"]),
     ]
     for label, new, old in rows:
