@@ -19,7 +19,7 @@ from seqedit.report.findings import (
     verdicts,
     write_findings,
 )
-from seqedit.report.stabilisers import TABLE_HEAD, analyse_run, compared_runs, comparison_row
+from seqedit.report.stabilisers import TABLE_HEAD, StabiliserRun, analyse_run, comparison_row
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_COMMAND = (
@@ -50,9 +50,10 @@ WikiText-2 *test* paragraphs (300). MPES counts every rewriting prompt (`mpes_ru
 uses the plain-mean key and its residual (docs/editors.md).
 
 **Budget.** Measured on this 2-core machine (one torch thread per run, two runs at once, other work on the
-machine): MEMIT about 10-20 s per edit including checkpoints, so 1,000 edits take several hours. Runs that
-did not finish within a working session resume exactly in the next one; every table below says how far each
-run has got, and a verdict is only as strong as the edit counts behind it.
+machine): MEMIT about 10-20 s per edit including checkpoints, so 1,000 edits take several hours. A run resumes
+exactly from its run directory; where that directory was lost between working sessions, what the run had
+reached was committed and is what the page shows. Every table below says how far each run has got, and a
+verdict is only as strong as the edit counts behind it.
 
 **How the verdicts are decided** (`src/seqedit/report/findings.py`): C1 shown when every intervention
 without weight decay grew most of its trained matrices and all three kinds ran; C2 shown when every editor
@@ -75,25 +76,28 @@ def readme_table(found: list, findings: list) -> str:
     return "\n".join(rows)
 
 
+def _planned_edits(run: StabiliserRun) -> int:
+    return int(run.data.config.get("num_edits") or run.edits)
+
+
 def edits_table(runs: list[Path]) -> str:
-    """The editing runs side by side at 200 edits (when all have it) and at the largest checkpoint every
-    finished run has reached, with each unfinished run that got there (``compared_runs``); the unfinished
-    runs short of it are named."""
+    """The editing runs side by side at 200 edits and at each run length the study plans (200, 500, 1,000 ...):
+    at each count, every run with a checkpoint there; the runs planned to get there that have not yet are
+    named under it."""
     edit_runs = [r for r in (analyse_run(p) for p in runs) if r.data.kind == "edit"]
-    n, compared = compared_runs(edit_runs)
-    if n is None:
-        return "No checkpoint is shared by the editing runs yet."
-    tables = [(200, edit_runs)] if n > 200 and all(200 in r.checkpoints for r in edit_runs) else []
+    counts = sorted({200, *(_planned_edits(r) for r in edit_runs)})
     rows: list[str] = []
-    for count, shown in [*tables, (n, compared)]:
+    for count in counts:
+        shown = [r for r in edit_runs if count in r.checkpoints]
+        waiting = [r for r in edit_runs if r not in shown and _planned_edits(r) >= count]
+        if not shown:
+            continue
         rows += [f"After {count} edits (from results/seed-findings/; edit scores on the fixed sample's facts edited so"
                  " far; in brackets the maximum over matrices and the rise from the unedited model):", "", *TABLE_HEAD,
                  *[comparison_row(r, count) for r in shown], ""]
-    waiting = [r for r in edit_runs if r not in compared]
-    if waiting:
-        rows += ["Still running, not yet at " + f"{n} edits: " + ", ".join(f"{r.name} ({r.edits} edits)" for r in waiting)
-                 + ".", ""]
-    return "\n".join(rows).rstrip()
+        if waiting:
+            rows += [f"Not yet at {count} edits: " + ", ".join(f"{r.name} ({r.edits} edits)" for r in waiting) + ".", ""]
+    return "\n".join(rows).rstrip() if rows else "No checkpoint is shared by the editing runs yet."
 
 
 def main() -> None:

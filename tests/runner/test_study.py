@@ -180,6 +180,15 @@ def test_the_committed_findings_rebuild_from_the_committed_results(tmp_path):
     assert "old" not in table and "| C2:" in table
     committed = (root / "README.md").read_text(encoding="utf-8")
     assert "| memit |" in table  # the editing runs side by side
+    import json
+
+    import yaml
+
+    for run in (root / "results" / "seed-findings").glob("*/progress.json"):
+        config = yaml.safe_load((run.parent / "config.yaml").read_text(encoding="utf-8"))
+        if json.loads(run.read_text(encoding="utf-8"))["status"] == "finished" and config.get("num_edits"):
+            # a finished run gets the table at its own length, whatever shorter runs the study has
+            assert f"After {config['num_edits']} edits" in table, run.parent.name
     for line in table.splitlines():  # the committed README carries the tables the committed results give
         if line.startswith("| C") or line.startswith("| memit") or line.startswith("| encore"):
             assert line in committed, line
