@@ -37,8 +37,9 @@ fixed sample of 200 of the edited facts, perplexity on 4,096 WikiText-2 valid to
 `memit` and `encore` are the findings study's runs (identical settings; results/seed-findings).
 
 Seconds per edit are editing time only (checkpoints excluded), one torch thread, two runs sharing the
-machine's 2 cores, so compare them as ratios. Runs that have not reached 1,000 edits are still running and
-resume exactly; every table says how far each run has got.
+machine's 2 cores, so compare them as ratios. A run resumes exactly from its run directory; where that
+directory was lost between working sessions, what the run had reached is committed and shown. Every table
+says how far each run has got.
 
 Reproduce: `{COMMAND}`"""
 
