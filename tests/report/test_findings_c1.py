@@ -33,3 +33,11 @@ def test_decay_free_runs_decide_the_verdict() -> None:
     assert verdict_c1(shrunk).verdict == "partly shown"
     assert verdict_c1([_run(f"{k}-wd0", k, 0.0, 0.999, 0.2) for k in kinds]).verdict == "not shown on this model"
     assert verdict_c1([]).verdict == "not measured"
+
+
+def test_an_unfinished_run_says_so() -> None:
+    partial = _run("cpt-wd0", "continued-pretraining", 0.0, 1.0001)
+    partial.size, partial.status = 80, "running"
+    lines = verdict_c1([partial, _run("ft-wd0", "finetune", 0.0, 1.001)]).lines
+    assert lines[0].startswith("- cpt-wd0 (continued-pretraining (weight decay 0.0), 80 steps, unfinished): ")
+    assert lines[1].startswith("- ft-wd0 (finetune (weight decay 0.0), 500 steps): ")

@@ -337,12 +337,17 @@ def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
     return lines
 
 
+def _unfinished(run: RunFindings) -> str:
+    """``, unfinished`` after a run's size when it stopped short of its plan (a lost or still running run)."""
+    return ", unfinished" if run.status != "finished" else ""
+
+
 def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
     runs = [r for r in runs if r.kind == "intervention" and "fro_rel_mean_end" in r.numbers]
     if not runs:
         return Verdict("C1", "Post-training interventions grow the norms", "not measured",
                        ["No intervention run has completed a recorded step yet."])
-    lines = [f"- {r.name} ({r.method}, {r.size} steps): trained matrices ‖W‖/‖W₀‖ mean {_fmt(r.numbers['fro_rel_mean_end'], 7)}, "
+    lines = [f"- {r.name} ({r.method}, {r.size} steps{_unfinished(r)}): trained matrices ‖W‖/‖W₀‖ mean {_fmt(r.numbers['fro_rel_mean_end'], 7)}, "
              f"{100 * r.numbers.get('grew_share', float('nan')):.0f}% of them grew; by kind "
              + ", ".join(f"{k} {_fmt(v, 7)}" for k, v in r.numbers.get("by_kind", {}).items())
              + (f"; held-out loss {r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f}"
@@ -363,7 +368,7 @@ def verdict_c2(runs: Sequence[RunFindings]) -> Verdict:
     runs = [r for r in runs if r.kind == "edit" and "fro_rel_mean_end" in r.numbers]
     if not runs:
         return Verdict("C2", "Every editor grows the edited matrices with every edit", "not measured", ["No editing run yet."])
-    lines = [f"- {r.method} ({r.size} edits{', unfinished' if r.status != 'finished' else ''}): ‖W‖/‖W₀‖ mean "
+    lines = [f"- {r.method} ({r.size} edits{_unfinished(r)}): ‖W‖/‖W₀‖ mean "
              f"{_fmt(r.numbers['fro_rel_mean_end'], 6)} (max {_fmt(r.numbers['fro_rel_max_end'], 6)}) over "
              f"{r.numbers['changed_matrices']} edited matrices; the mean norm rose after "
              f"{100 * r.numbers['rising_share']:.0f}% of the batches" for r in runs]
