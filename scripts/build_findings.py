@@ -14,6 +14,7 @@ from pathlib import Path
 from seqedit import rundir
 from seqedit.report.findings import (
     analyse_runs,
+    progress_word,
     render_markdown,
     replace_marked_block,
     verdicts,
@@ -71,7 +72,7 @@ def readme_table(found: list, findings: list) -> str:
     rows = ["| claim | verdict on SmolLM2-135M |", "|---|---|"]
     rows += [f"| {v.claim}: {v.title} | **{v.verdict}** |" for v in found]
     sizes = ", ".join(f"{f.name} {f.size} {'steps' if f.kind == 'intervention' else 'edits'}"
-                      + ("" if f.status == "finished" else f" ({f.status})") for f in findings)
+                      + ("" if f.status == "finished" else f" ({progress_word(f.status)})") for f in findings)
     rows += ["", f"From the committed runs so far: {sizes}. Runs of the study that are not listed have not started yet."]
     return "\n".join(rows)
 

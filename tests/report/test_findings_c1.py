@@ -3,7 +3,7 @@ and a kind run with and without weight decay says which effect wins."""
 
 from __future__ import annotations
 
-from seqedit.report.findings import RunFindings, verdict_c1
+from seqedit.report.findings import RunFindings, progress_word, verdict_c1
 
 
 def _run(name: str, kind: str, decay: float, ratio: float, grew: float = 0.9) -> RunFindings:
@@ -41,3 +41,7 @@ def test_an_unfinished_run_says_so() -> None:
     lines = verdict_c1([partial, _run("ft-wd0", "finetune", 0.0, 1.001)]).lines
     assert lines[0].startswith("- cpt-wd0 (continued-pretraining (weight decay 0.0), 80 steps, unfinished): ")
     assert lines[1].startswith("- ft-wd0 (finetune (weight decay 0.0), 500 steps): ")
+    failed = _run("ft-wd0", "finetune", 0.0, 1.001)
+    failed.status = "failed"
+    assert verdict_c1([failed]).lines[0].startswith("- ft-wd0 (finetune (weight decay 0.0), 500 steps, failed): ")
+    assert [progress_word(r.status) for r in (partial, failed, _run("x", "lora", 0.0, 1.0))] == ["unfinished", "failed", "finished"]

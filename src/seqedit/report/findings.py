@@ -337,9 +337,15 @@ def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
     return lines
 
 
+def progress_word(status: str) -> str:
+    """How far a run got, in words: finished, failed, or unfinished. A committed snapshot's status says
+    "running" even when its run directory is long gone, so any other status reads as unfinished."""
+    return status if status in ("finished", "failed") else "unfinished"
+
+
 def _unfinished(run: RunFindings) -> str:
-    """``, unfinished`` after a run's size when it stopped short of its plan (a lost or still running run)."""
-    return ", unfinished" if run.status != "finished" else ""
+    """``, unfinished`` (or ``, failed``) after a run's size when it stopped short of its plan."""
+    return "" if run.status == "finished" else f", {progress_word(run.status)}"
 
 
 def verdict_c1(runs: Sequence[RunFindings]) -> Verdict:
@@ -740,7 +746,7 @@ def render_markdown(title: str, found: Sequence[Verdict], findings: Sequence[Run
     lines += ["| claim | verdict |", "|---|---|"]
     lines += [f"| {v.claim}: {v.title} | **{v.verdict}** |" for v in found]
     lines += ["", "Runs: " + ", ".join(f"{f.name} ({f.method}, {f.size} {'steps' if f.kind == 'intervention' else 'edits'}, "
-                                       f"{f.status})" for f in findings), ""]
+                                       f"{progress_word(f.status)})" for f in findings), ""]
     for v in found:
         body = [line.replace("IMAGE_PREFIX", image_prefix) for line in v.lines]
         lines += [f"## {v.claim}: {v.title}", "", f"Verdict: **{v.verdict}**", "", *body, ""]

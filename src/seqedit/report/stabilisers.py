@@ -23,6 +23,7 @@ from seqedit.report.findings import (
     collapse_points,
     norm_curve,
     plot_norm_curves,
+    progress_word,
     retention_scope,
 )
 from seqedit.report.loading import RunData, load_run
@@ -139,11 +140,6 @@ def compared_runs(runs: Sequence[StabiliserRun]) -> tuple[int | None, list[Stabi
 
 
 # ---------------------------------------------------------------------------------------------- the page
-def _unfinished(status: str) -> str:
-    # "running" in committed results means only that the run had not finished when they were collected
-    return "unfinished" if status == "running" else status
-
-
 def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
@@ -229,11 +225,11 @@ def render(runs: Sequence[StabiliserRun], image_prefix: str, intro: str) -> str:
     n, compared = compared_runs(runs)
     waiting = [r for r in runs if r not in compared]
     lines = ["# Stabilisers compared", "", intro, "",
-             "Runs: " + ", ".join(f"{r.name} ({r.edits} edits, {r.status})" for r in runs), ""]
+             "Runs: " + ", ".join(f"{r.name} ({r.edits} edits, {progress_word(r.status)})" for r in runs), ""]
     lines += ["## Recommendation", "", *recommendation(compared, n), ""]
     if waiting:
         lines += [f"Not yet at {n} edits, so not compared: " + ", ".join(
-            f"{r.name} ({r.edits} edits, {_unfinished(r.status)})" for r in waiting) + ".", ""]
+            f"{r.name} ({r.edits} edits, {progress_word(r.status)})" for r in waiting) + ".", ""]
     if n is not None:
         lines += [f"## At {n} edits (the largest checkpoint every finished run has reached)", "", *TABLE_HEAD,
                   *[comparison_row(r, n) for r in compared], ""]
