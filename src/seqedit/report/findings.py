@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
 from seqedit import rundir
 from seqedit.report.loading import RunData, load_run
@@ -294,6 +295,8 @@ def analyse(run: RunData, name: str) -> RunFindings:
         examples = run.config.get("evaluation", {}).get("downstream_examples")
         numbers["downstream_examples"] = examples
     numbers["activations"] = activation_numbers(run)
+    if run.progress.status == "failed":  # why it stopped short: a divergence stop is itself a finding
+        numbers["stopped"] = run.progress.message
     return finding
 
 
@@ -428,6 +431,8 @@ def verdict_c3(runs: Sequence[RunFindings]) -> Verdict:
             parts.append("collapse: " + ", ".join(f"{k} at {v['n_edits']:.0f} edits" for k, v in hits.items()))
         else:
             parts.append("no collapse criterion met")
+        if n.get("stopped"):
+            parts.append(n["stopped"])
         lines.append(f"- {r.method} ({r.size} edits): " + "; ".join(parts))
     verdict = "shown" if collapsed else "partly shown" if degraded else "not shown on this model"
     lines += ["", "Singular spectra of the edited matrices at the checkpoints (rebuilt from the runs' ledgers):", "",
@@ -545,14 +550,32 @@ def figure_norm_growth(runs: Sequence[tuple[RunData, RunFindings]], path: Path) 
 def plot_norm_curves(ax_rel: Any, ax_dist: Any, runs: Sequence[tuple[RunData, str]], *, band: bool) -> None:
     """Mean ‖W‖/‖W₀‖ (with the max as a band when ``band``) and mean ‖W − W₀‖ of each run's changed
     matrices against its edits, one colour per run."""
+    growth, distance = [], []
     for (data, label), color in zip(runs, series_colors(len(runs)), strict=True):
         curve = norm_curve(data)
         ax_rel.plot(curve["x"], curve["fro_rel_mean"], color=color, label=label)
         if band:
             ax_rel.fill_between(curve["x"], curve["fro_rel_mean"], curve["fro_rel_max"], color=color, alpha=0.15)
         ax_dist.plot(curve["x"], curve["dist_mean"], color=color, label=label)
+        if not curve.empty:
+            growth.append(float(curve["fro_rel_max" if band else "fro_rel_mean"].max()) - 1)
+            distance.append(float(curve["dist_mean"].max()))
     ax_rel.set(xlabel="number of edits", ylabel="‖W‖/‖W₀‖, edited matrices (mean)")
     ax_dist.set(xlabel="number of edits", ylabel="‖W − W₀‖ (mean)")
+    # One run far beyond the rest (a collapse) would flatten every other curve: switch to log axes.
+    if _one_run_dominates(growth):
+        ax_rel.set_yscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        ax_rel.yaxis.set_major_formatter(plain)
+        ax_rel.yaxis.set_minor_formatter(plain)
+    if _one_run_dominates(distance):
+        ax_dist.set_yscale("symlog", linthresh=1.0)
+
+
+def _one_run_dominates(peaks: Sequence[float], factor: float = 5.0) -> bool:
+    """Whether the largest of the runs' peak values exceeds all the others' largest by ``factor``."""
+    ordered = sorted(p for p in peaks if math.isfinite(p) and p > 0)
+    return len(ordered) > 1 and ordered[-1] > factor * ordered[-2]
 
 
 @styled
