@@ -104,7 +104,8 @@ def edits_table(runs: list[Path]) -> str:
                  " far; in brackets the maximum over matrices and the rise from the unedited model):", "", *TABLE_HEAD,
                  *[comparison_row(r, count) for r in shown], ""]
         if waiting:
-            rows += [f"Not yet at {count} edits: " + ", ".join(f"{r.name} ({r.edits} edits)" for r in waiting) + ".", ""]
+            rows += [f"Short of {count} edits: " + ", ".join(f"{r.name} ({r.edits} edits, {progress_word(r.status)})"
+                                                           for r in waiting) + ".", ""]
     return "\n".join(rows).rstrip() if rows else "No checkpoint is shared by the editing runs yet."
 
 

@@ -186,9 +186,13 @@ def test_the_committed_findings_rebuild_from_the_committed_results(tmp_path):
 
     for run in (root / "results" / "seed-findings").glob("*/progress.json"):
         config = yaml.safe_load((run.parent / "config.yaml").read_text(encoding="utf-8"))
-        if json.loads(run.read_text(encoding="utf-8"))["status"] == "finished" and config.get("num_edits"):
+        progress = json.loads(run.read_text(encoding="utf-8"))
+        if progress["status"] == "finished" and config.get("num_edits"):
             # a finished run gets the table at its own length, whatever shorter runs the study has
             assert f"After {config['num_edits']} edits" in table, run.parent.name
+        elif config.get("num_edits"):  # one short of its plan says how far it got, never that it is running
+            word = "failed" if progress["status"] == "failed" else "unfinished"
+            assert f"{run.parent.name} ({progress['n_edits']} edits, {word})" in table, run.parent.name
     for line in table.splitlines():  # the committed README carries the tables the committed results give
         if line.startswith("| C") or line.startswith("| memit") or line.startswith("| encore"):
             assert line in committed, line
