@@ -58,10 +58,11 @@ verdict is only as strong as the edit counts behind it.
 
 **MEND's hypernetwork** is trained first, for 20 minutes (`seqedit mend train --max-minutes 20`; 1,493 of 2,000
 steps, record in `results/seed-findings-mend-training/`), far shorter than the MEND paper's training. Its
-learned step size for the lowest edited layer (27) ended 6x and 130x larger in magnitude than those of layers 28
-and 29 (its last logged step, 1,475), and layer 27 is the matrix that blew up. An earlier run with a hypernetwork trained the same way (1,516 steps) had
-passed 149 edits without a divergence stop when its run directory was lost (not collected, so not shown):
-where MEND collapses depends on its training, so read its collapse point as one sample.
+learned step size for the lowest edited layer (27) ended 6x and 130x larger in magnitude than those of
+layers 28 and 29 (its last logged step, 1,475), and layer 27 is the matrix that blew up. An earlier run with
+a hypernetwork trained the same way (1,516 steps) had passed 149 edits without a divergence stop when its run
+directory was lost (not collected, so not shown): where MEND collapses depends on its training, so read its
+collapse point as one sample.
 
 **How the verdicts are decided** (`src/seqedit/report/findings.py`): C1 shown when every intervention
 without weight decay grew most of its trained matrices and all three kinds ran; C2 shown when every editor
