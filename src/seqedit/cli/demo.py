@@ -45,20 +45,43 @@ QUICK = DemoSize(
 )
 
 
-def demo_dataset() -> str:
-    """CounterFact when the research data is configured, else the built-in facts."""
+def _found_datasets() -> set[str]:
     from seqedit.data import describe_datasets
 
-    found = {info.name for info in describe_datasets() if info.found}
-    return "counterfact" if "counterfact" in found else "builtin"
+    return {info.name for info in describe_datasets() if info.found}
 
 
-def demo_config_data(method: str, size: DemoSize, model: str, dataset: str, out: Path) -> dict[str, Any]:
+def demo_dataset() -> str:
+    """CounterFact when the research data is configured, else the built-in facts."""
+    return "counterfact" if "counterfact" in _found_datasets() else "builtin"
+
+
+def demo_statistics_corpus() -> str:
+    """WikiText-2 (test split) when the research data is configured, else the built-in English prose. Chosen
+    here, and printed, so a first run without data states its corpus instead of warning about a fallback."""
+    return "wikitext2" if "wikitext2-test" in _found_datasets() else "builtin-prose"
+
+
+def _default_statistics_corpus(method: str) -> str | None:
+    """The method's default key-statistics corpus; None for a method without key statistics."""
+    from seqedit.editors.registry import editor_class
+
+    field = editor_class(method).config_class.model_fields.get("mom2_corpus")
+    return None if field is None else str(field.default)
+
+
+def demo_config_data(
+    method: str, size: DemoSize, model: str, dataset: str, out: Path, corpus: str | None = None
+) -> dict[str, Any]:
+    hparams = dict(size.hparams)
+    default = _default_statistics_corpus(method)
+    if corpus is not None and default is not None and corpus != default:  # configs with data stay as they were
+        hparams["mom2_corpus"] = corpus
     return {
         "name": method,
         "model": model,
         "method": method,
-        "hparams": dict(size.hparams),
+        "hparams": hparams,
         "dataset": {"name": dataset},
         "num_edits": size.num_edits,
         "batch_size": size.batch_size,
@@ -97,16 +120,16 @@ def demo_command(
         size = DemoSize(num_edits, min(size.batch_size, num_edits), size.checkpoint_every, size.evaluation,
                         size.probe, size.hparams)
     out = output_dir / ("quick" if quick else "full")
-    dataset = demo_dataset()
+    dataset, corpus = demo_dataset(), demo_statistics_corpus()
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     console.print(
         f"[bold]seqedit demo[/bold]: {size.num_edits} sequential edits of {model} in batches of {size.batch_size}, "
-        f"facts from '{dataset}', methods {', '.join(chosen)} -> {out}"
+        f"facts from '{dataset}', key statistics from '{corpus}', methods {', '.join(chosen)} -> {out}"
     )
     run_dirs = []
     summaries: dict[str, dict[str, Any]] = {}
     for method in chosen:
-        config = RunConfig.model_validate(demo_config_data(method, size, model, dataset, out))
+        config = RunConfig.model_validate(demo_config_data(method, size, model, dataset, out, corpus))
         store = RunStore(config.output_dir)
         resume = store.exists() and store.read_progress()["status"] != "failed"
         console.print(f"\n[bold]{method}[/bold]" + (" (resuming)" if resume else ""))
