@@ -3,7 +3,9 @@ and a kind run with and without weight decay says which effect wins."""
 
 from __future__ import annotations
 
-from seqedit.report.findings import RunFindings, progress_word, verdict_c1
+import pytest
+
+from seqedit.report.findings import RunFindings, decay_alone, progress_word, verdict_c1
 
 
 def _run(name: str, kind: str, decay: float, ratio: float, grew: float = 0.9) -> RunFindings:
@@ -45,3 +47,15 @@ def test_an_unfinished_run_says_so() -> None:
     failed.status = "failed"
     assert verdict_c1([failed]).lines[0].startswith("- ft-wd0 (finetune (weight decay 0.0), 500 steps, failed): ")
     assert [progress_word(r.status) for r in (partial, failed, _run("x", "lora", 0.0, 1.0))] == ["unfinished", "failed", "finished"]
+
+
+def test_decay_alone_separates_decoupled_decay_from_training() -> None:
+    # 500 steps at lr 1e-4, wd 0.01: W shrinks by (1 - 1e-6)^500 with no gradient at all
+    assert decay_alone(1e-4, 0.01, 500) == pytest.approx(1 - 500e-6, rel=1e-6)
+    assert decay_alone(1e-4, 0.0, 500) == 1.0
+    decayed = _run("ft-wd0.01", "finetune", 0.01, 0.99952)
+    decayed.numbers["decay_alone"] = decay_alone(1e-4, 0.01, 500)
+    line = next(x for x in verdict_c1([_run("ft-wd0", "finetune", 0.0, 1.00003), decayed]).lines
+                if x.startswith("- finetune, weight decay"))
+    assert "decay wins" in line and "(1 − lr·wd)^steps = 0.9995001" in line
+    assert "training's part is +2e-05 (without decay +3e-05)" in line

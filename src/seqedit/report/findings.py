@@ -271,6 +271,9 @@ def analyse(run: RunData, name: str) -> RunFindings:
             loss = loss[loss["name"] == "eval_loss"].sort_values("step")
             if not loss.empty:
                 numbers["eval_loss"] = {"start": float(loss["value"].iloc[0]), "end": float(loss["value"].iloc[-1])}
+            lr, decay = run.config.get("lr"), float(run.config.get("weight_decay") or 0.0)
+            if lr and decay and run.config.get("kind") != "lora":  # LoRA's decay shrinks its factors, not W
+                numbers["decay_alone"] = decay_alone(float(lr), decay, size)
         numbers["fits_dist"] = growth_fits(curve["x"].to_numpy(), curve["dist_mean"].to_numpy())
         numbers["fits_growth"] = growth_fits(curve["x"].to_numpy(), curve["fro_mean"].to_numpy() - curve["fro_mean"].iloc[0])
     if run.kind == "edit":
@@ -321,6 +324,12 @@ def _weight_decay(run: RunFindings) -> float:
     return float(run.method.rsplit("weight decay ", 1)[-1].rstrip(")"))
 
 
+def decay_alone(lr: float, weight_decay: float, steps: int) -> float:
+    """‖W‖/‖W₀‖ after ``steps`` AdamW steps of decoupled decay and no gradient: each step multiplies W by
+    1 − lr·wd (Loshchilov & Hutter 2019), at a constant learning rate as the interventions use."""
+    return (1.0 - lr * weight_decay) ** steps
+
+
 def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
     """Per intervention kind run with and without weight decay: which effect wins on ‖W‖/‖W₀‖ (decoupled
     decay alone shrinks every trained matrix, training grows them)."""
@@ -335,8 +344,12 @@ def _decay_lines(runs: Sequence[RunFindings]) -> list[str]:
         losses = [f"{r.numbers['eval_loss']['start']:.3f} → {r.numbers['eval_loss']['end']:.3f}"
                   for r in (plain, decayed) if "eval_loss" in r.numbers]
         held_out = (f" Held-out loss {losses[0]} without decay, {losses[1]} with it." if len(losses) == 2 else "")
+        alone = decayed.numbers.get("decay_alone")
+        split = (f" Decay alone would give (1 − lr·wd)^steps = {_fmt(alone, 7)}; training's part is "
+                 f"{ratio / alone - 1:+.2g} (without decay {plain.numbers['fro_rel_mean_end'] - 1:+.2g})."
+                 if alone else "")
         lines.append(f"- {kind}, weight decay {_fmt(_weight_decay(decayed))} against none: ‖W‖/‖W₀‖ mean "
-                     f"{_fmt(ratio, 7)} against {_fmt(plain.numbers['fro_rel_mean_end'], 7)}; {winner}.{held_out}")
+                     f"{_fmt(ratio, 7)} against {_fmt(plain.numbers['fro_rel_mean_end'], 7)}; {winner}.{split}{held_out}")
     return lines
 
 
