@@ -51,15 +51,16 @@ def _found_datasets() -> set[str]:
     return {info.name for info in describe_datasets() if info.found}
 
 
-def demo_dataset() -> str:
-    """CounterFact when the research data is configured, else the built-in facts."""
-    return "counterfact" if "counterfact" in _found_datasets() else "builtin"
+def demo_dataset(found: set[str] | None = None) -> str:
+    """CounterFact when the research data is configured, else the built-in facts (``found``: the datasets
+    found, when the caller has them already)."""
+    return "counterfact" if "counterfact" in (found if found is not None else _found_datasets()) else "builtin"
 
 
-def demo_statistics_corpus() -> str:
+def demo_statistics_corpus(found: set[str] | None = None) -> str:
     """WikiText-2 (test split) when the research data is configured, else the built-in English prose. Chosen
     here, and printed, so a first run without data states its corpus instead of warning about a fallback."""
-    return "wikitext2" if "wikitext2-test" in _found_datasets() else "builtin-prose"
+    return "wikitext2" if "wikitext2-test" in (found if found is not None else _found_datasets()) else "builtin-prose"
 
 
 def _default_statistics_corpus(method: str) -> str | None:
@@ -120,7 +121,8 @@ def demo_command(
         size = DemoSize(num_edits, min(size.batch_size, num_edits), size.checkpoint_every, size.evaluation,
                         size.probe, size.hparams)
     out = output_dir / ("quick" if quick else "full")
-    dataset, corpus = demo_dataset(), demo_statistics_corpus()
+    found = _found_datasets()  # counts every dataset's records: once
+    dataset, corpus = demo_dataset(found), demo_statistics_corpus(found)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     console.print(
         f"[bold]seqedit demo[/bold]: {size.num_edits} sequential edits of {model} in batches of {size.batch_size}, "
