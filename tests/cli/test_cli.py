@@ -90,6 +90,7 @@ def test_study_dry_run_lists_the_runs(tmp_path):
     assert result.exit_code == 0, result.output
     for run in ("memit", "encore", "alphaedit", "emmet", "r-rome", "ft-l", "lora", "mend", "cpt-wd0", "lora-wd0.01"):
         assert run in result.output
+    assert "0 of 1000 edits" in result.output and "0 of 500 steps" in result.output
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
     bad = runner.invoke(app, ["study", str(tmp_path / "missing.yaml")])
     assert bad.exit_code == 2 and "no such study file" in bad.output

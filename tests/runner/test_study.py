@@ -4,6 +4,7 @@ and the findings page built from them."""
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from seqedit.runner.study import (
     collect_results,
     load_study,
     refresh_spectra,
+    run_progress,
     run_state,
     run_study,
     study_runs,
@@ -82,7 +84,15 @@ def test_study_continues_unfinished_runs_and_collects_compact_results(tmp_path):
     runs = {r.name: r for r in study_runs(study)}
     # memit is interrupted after one of its two steps; encore has not started.
     partial = run_experiment(runs["memit"].config, show_progress=False, max_steps=1)
-    assert partial.completed_steps == 1 and run_state(runs["memit"]) == "running"
+    assert partial.completed_steps == 1
+    # progress.json still says running; with no process in the directory the study calls it stopped
+    assert RunStore(runs["memit"].run_dir).read_progress()["status"] == "running"
+    assert run_state(runs["memit"]) == "stopped" and run_progress(runs["memit"]) == "2 of 4 edits"
+    assert run_state(runs["encore"]) == "new" and run_progress(runs["cpt"]) == "0 of 4 steps"
+    with RunStore(runs["memit"].run_dir).locked():  # a process working there now
+        assert run_state(runs["memit"]) == "running"
+        assert RunStore(runs["memit"].run_dir).holder().startswith(f"pid {os.getpid()} on ")
+    assert RunStore(runs["memit"].run_dir).holder() is None
     outcomes = run_study(list(runs.values()), log_dir=tmp_path / "logs")
     assert {name: o["status"] for name, o in outcomes.items()} == {n: "finished" for n in ("memit", "encore", "cpt")}
     assert all(run_state(r) == "finished" for r in runs.values())

@@ -12,7 +12,7 @@ from rich.table import Table
 
 def _runs_table(title: str, rows: list[tuple[str, str, str, str]]) -> Table:
     table = Table(title=title)
-    for column, justify in (("run", "left"), ("kind", "left"), ("size", "right"), ("state", "left")):
+    for column, justify in (("run", "left"), ("kind", "left"), ("done", "right"), ("state", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*row)
@@ -35,11 +35,13 @@ def study_command(
 ) -> None:
     """Run a study: a named set of runs sharing facts, probes and statistics; then the comparison and findings."""
     from seqedit.runner.config import ConfigError, RunConfig
+    from seqedit.runner.store import RunStore
     from seqedit.runner.study import (
         StudyRun,
         collect_results,
         load_study,
         refresh_spectra,
+        run_progress,
         run_state,
         run_study,
         study_runs,
@@ -53,14 +55,19 @@ def study_command(
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
 
-    def label_and_size(run: StudyRun) -> tuple[str, str]:
-        # An edit run is named by its method and sized in edits, an intervention by its steps.
-        if isinstance(run.config, RunConfig):
-            return run.config.method, f"{run.config.num_edits} edits"
-        return run.kind, f"{run.config.steps} steps"
+    def row(run: StudyRun) -> tuple[str, str, str, str]:
+        # An edit run is named by its method, an intervention by its kind; a running run names its process.
+        label = run.config.method if isinstance(run.config, RunConfig) else run.kind
+        state = run_state(run)
+        holder = RunStore(run.run_dir).holder() if state == "running" else None
+        who = holder.split(" since ")[0] if holder else None  # "pid N on host"
+        return run.name, label, run_progress(run), f"{state} ({who})" if who else state
 
     console.print(_runs_table(f"study {study.name}: {len(runs)} runs under {study.output_dir}",
-                              [(r.name, *label_and_size(r), run_state(r)) for r in runs]))
+                              [row(r) for r in runs]))
+    stopped = [r.name for r in runs if run_state(r) == "stopped"]
+    if stopped and dry_run:
+        console.print(f"stopped before the end (re-run without --dry-run to continue): {', '.join(stopped)}")
     if dry_run:
         return
     if not no_run:

@@ -174,6 +174,24 @@ class RunStore:
             handle.close()  # releases the lock (the file stays: unlinking it would race with a waiting opener)
             self._remove_if_never_a_run(created)
 
+    def holder(self) -> str | None:
+        """Who works in the directory now (the lock file's line: pid, host, start), or None when nobody does.
+
+        progress.json says ``running`` from a run's start until it ends, so a killed run still reads
+        ``running``; the lock tells the two apart. The probe takes a shared lock for an instant, which an
+        exclusive holder refuses; it changes nothing in the file.
+        """
+        path = self.root / LOCK_NAME
+        if not path.is_file():
+            return None
+        with path.open("r", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
     def _remove_if_never_a_run(self, created: list[Path]) -> None:
         """Input refused before the run began leaves nothing behind: drop the lock file and the folders the
         lock created, when no run was written there."""

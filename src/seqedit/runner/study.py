@@ -132,11 +132,24 @@ def study_runs(study: StudyConfig, only: Sequence[str] | None = None) -> list[St
 
 
 def run_state(run: StudyRun) -> str:
-    """``new`` (no directory), ``finished``, or the recorded status of an unfinished run."""
+    """``new`` (no directory), ``finished``, ``failed``, ``running`` (a process works in the directory now)
+    or ``stopped`` (unfinished and nobody working on it: its process was killed or ended; re-run to continue)."""
     store = RunStore(run.run_dir)
     if not store.exists():
         return "new"
-    return str(store.read_progress().get("status", "unknown"))
+    status = str(store.read_progress().get("status", "unknown"))
+    if status == "running" and store.holder() is None:
+        return "stopped"
+    return status
+
+
+def run_progress(run: StudyRun) -> str:
+    """How far a run has got against its plan, e.g. ``410 of 1000 edits`` or ``40 of 500 steps``."""
+    store = RunStore(run.run_dir)
+    progress = store.read_progress() if store.exists() else {}
+    if isinstance(run.config, RunConfig):
+        return f"{int(progress.get('n_edits', 0))} of {run.config.num_edits} edits"
+    return f"{int(progress.get('completed_steps', 0))} of {run.config.steps} steps"
 
 
 # ---------------------------------------------------------------------------------------------- workers
