@@ -92,6 +92,8 @@ def test_study_continues_unfinished_runs_and_collects_compact_results(tmp_path):
     with RunStore(runs["memit"].run_dir).locked():  # a process working there now
         assert run_state(runs["memit"]) == "running"
         assert RunStore(runs["memit"].run_dir).holder().startswith(f"pid {os.getpid()} on ")
+        left = run_study([runs["memit"]])["memit"]  # left to its holder, not reported as failed
+        assert left["status"] == "running" and f"in use by pid {os.getpid()}" in left["message"]
     assert RunStore(runs["memit"].run_dir).holder() is None
     outcomes = run_study(list(runs.values()), log_dir=tmp_path / "logs")
     assert {name: o["status"] for name, o in outcomes.items()} == {n: "finished" for n in ("memit", "encore", "cpt")}

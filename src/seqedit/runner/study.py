@@ -194,11 +194,13 @@ def run_study(
     on_done: Callable[[StudyRun, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every unfinished run (``workers`` at once); returns run name -> outcome. A run that raises is
-    reported as failed with its message; the others go on."""
-    pending = [r for r in runs if run_state(r) != "finished"]
+    reported as failed with its message; the others go on. A run another process is working on is left to
+    it (outcome ``running``), not reported as failed."""
+    states = {r.name: run_state(r) for r in runs}
+    pending = [r for r in runs if states[r.name] not in ("finished", "running")]
     outcomes: dict[str, dict[str, Any]] = {
         r.name: {"run_dir": str(r.run_dir), "status": "finished", "message": "already finished"}
-        for r in runs if r not in pending
+        for r in runs if states[r.name] == "finished"
     }
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +214,10 @@ def run_study(
         if on_done is not None:
             on_done(run, outcome)
 
+    for run in runs:
+        if states[run.name] == "running":
+            holder = RunStore(run.run_dir).holder() or "another process"
+            done(run, {"run_dir": str(run.run_dir), "status": "running", "message": f"in use by {holder}; left to it"})
     if not pending:
         return outcomes
     if backend == "ray":
