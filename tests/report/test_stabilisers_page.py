@@ -109,3 +109,20 @@ def test_an_unfinished_run_waits_until_it_reaches_the_finished_runs_checkpoint()
     for run in early:
         run.status = "running"
     assert compared_runs(early) == (100, early)
+
+
+def test_an_unfinished_run_is_read_against_the_method_it_stabilises_at_its_latest_checkpoint():
+    from seqedit.report.stabilisers import unfinished_pairs
+
+    def of(method: str, name: str, at: dict[int, dict[str, float]], status: str = "finished") -> StabiliserRun:
+        run = _run(name, at)
+        run.data, run.status = cast(RunData, SimpleNamespace(config={"method": method})), status
+        return run
+
+    full = {0: START, 100: START, 500: _point(0.05, 0.97, 16.0), 1000: _point(0.1, 0.95, 17.0)}
+    memit, encore = of("memit", "memit", full), of("encore", "encore", full)
+    prune = of("memit", "memit-prune", {0: START, 100: START, 500: _point(0.02, 0.96, 15.5)}, "running")
+    early = of("encore", "encore-nas", {0: START}, "running")  # no checkpoint after the start yet
+    assert unfinished_pairs([memit, encore, prune, early], [prune, early]) == [(prune, memit, 500)]
+    # without a finished run of its method there is nothing to read it against
+    assert unfinished_pairs([encore, prune], [prune]) == []

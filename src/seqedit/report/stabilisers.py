@@ -139,6 +139,26 @@ def compared_runs(runs: Sequence[StabiliserRun]) -> tuple[int | None, list[Stabi
     return n, [r for r in runs if n is not None and n in r.checkpoints]
 
 
+def base_run(run: StabiliserRun, runs: Sequence[StabiliserRun]) -> StabiliserRun | None:
+    """The finished run of the same method that ``run`` stabilises (``memit`` for ``memit-prune``): the one
+    named after the method, else the first finished run of that method; None when there is none."""
+    method = run.data.config.get("method")
+    same = [r for r in runs if r is not run and r.status == "finished" and r.data.config.get("method") == method]
+    return next((r for r in same if r.name == method), same[0] if same else None)
+
+
+def unfinished_pairs(runs: Sequence[StabiliserRun], waiting: Sequence[StabiliserRun]) -> list[tuple[StabiliserRun, StabiliserRun, int]]:
+    """Each unfinished run with its base run at the unfinished run's latest checkpoint, where the base has
+    one too: how far a stabiliser has got, read against the method it stabilises at the same edit count."""
+    pairs = []
+    for run in waiting:
+        base = base_run(run, runs)
+        latest = max((n for n in run.checkpoints if n > 0), default=None)
+        if base is not None and latest is not None and latest in base.checkpoints:
+            pairs.append((run, base, latest))
+    return pairs
+
+
 # ---------------------------------------------------------------------------------------------- the page
 def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -237,6 +257,15 @@ def render(runs: Sequence[StabiliserRun], image_prefix: str, intro: str) -> str:
     if waiting and shared is not None:
         lines += [f"## At {shared} edits (every run, the unfinished ones included)", "", *TABLE_HEAD,
                   *[comparison_row(r, shared) for r in runs], ""]
+    pairs = unfinished_pairs(runs, waiting)
+    if pairs:
+        lines += ["## Unfinished runs against the method they stabilise, at the same edit count", "",
+                  "Each unfinished run at its latest checkpoint, under the finished run of the same method at that "
+                  "edit count.", "", *TABLE_HEAD]
+        for run, base, at in pairs:
+            lines += [comparison_row(run, at).replace(f"| {run.name} |", f"| {run.name} at {at} |", 1),
+                      comparison_row(base, at).replace(f"| {base.name} |", f"| {base.name} at {at} |", 1)]
+        lines += [""]
     lines += ["## Each run at its latest checkpoint", "", *TABLE_HEAD[:1], *TABLE_HEAD[1:],
               *[comparison_row(r, max(r.checkpoints)) for r in runs if r.checkpoints], ""]
     lines += ["Edit counts of those checkpoints: " + ", ".join(
