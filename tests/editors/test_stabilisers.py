@@ -99,9 +99,13 @@ def test_prune_restrain_leaves_no_singular_value_above_its_bound() -> None:
     sigma_max0 = float(torch.linalg.matrix_norm(base, ord=2))
     total = 5.0 * torch.randn(20, 30, generator=g, dtype=torch.float64)
     raw_sigma = torch.linalg.svdvals(total)
-    restrained, count = prune_restrain(total, base, math.e)
+    restrained, count, ratio = prune_restrain(total, base, math.e)
     sigma = torch.linalg.svdvals(restrained)
     assert count == int((raw_sigma > sigma_max0).sum()) > 0
+    assert ratio == pytest.approx(float(raw_sigma[0]) / sigma_max0, rel=1e-12) and ratio > 1
+    small = 0.01 * total * sigma_max0 / float(raw_sigma[0])  # well inside the bound: returned unchanged
+    unchanged, none, headroom = prune_restrain(small, base, math.e)
+    assert none == 0 and torch.equal(unchanged, small) and headroom == pytest.approx(0.01, rel=1e-9)
     bound = prune_bound(raw_sigma, sigma_max0, math.e)
     assert torch.allclose(sigma, bound.sort(descending=True).values, rtol=1e-9)
     assert float(sigma.max()) <= sigma_max0 + math.log(float(raw_sigma.max()) / sigma_max0) + 1e-9
@@ -143,7 +147,8 @@ def test_stabilise_weights_is_relative_to_the_base_over_batches() -> None:
         totals = {"m": delta.clone()}
         state, figures = stabilise_weights(Identity(), {"m": weight}, totals, settings, state)  # type: ignore[arg-type]
         weight = weight + totals["m"]
-        expected, _ = prune_restrain(raw, w0, math.e)
+        expected, _, ratio = prune_restrain(raw, w0, math.e)
+        assert figures["prune_sigma_ratio_max"] == pytest.approx(ratio, rel=1e-9)
         assert torch.allclose(weight - w0, expected, atol=1e-6)
         assert torch.allclose(state.raw["m"].double(), raw, atol=1e-5)
     assert figures["prune_restrained_values"] > 0

@@ -70,6 +70,14 @@ def test_the_activity_counts_each_batch_once_and_nas_per_request():
     assert activity["nas_skipped_requests"] == 3
 
 
+def test_the_activity_says_how_often_prune_acted_and_how_close_the_update_came():
+    requests = pd.DataFrame({"step": [1, 1, 2, 2, 3, 3], "prune_restrained_values": [0, 0, 0, 0, 2, 2],
+                             "prune_sigma_ratio_max": [0.5, 0.5, 0.9, 0.9, 1.2, 1.2]})
+    activity: dict[str, Any] = _activity(cast(RunData, SimpleNamespace(requests=requests)))
+    assert activity["prune_batches_acting"] == 1 and math.isclose(activity["prune_restrained_values_mean"], 2 / 3)
+    assert activity["prune_sigma_ratio_last"] == 1.2
+
+
 def test_the_committed_stabiliser_page_rebuilds_from_the_committed_results(tmp_path):
     """scripts/build_stabilisers.py reads only results/: the page and the README's sentences rebuild."""
     import subprocess

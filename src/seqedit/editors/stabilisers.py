@@ -195,16 +195,18 @@ def prune_bound(sigma: torch.Tensor, sigma_max0: float, log_base: float) -> torc
     return torch.where(sigma > sigma_max0, restrained, sigma)
 
 
-def prune_restrain(total: torch.Tensor, base: torch.Tensor, log_base: float) -> tuple[torch.Tensor, int]:
-    """``U F(Σ) Vᵀ`` of the accumulated update ``total``, with ``σ_max0 = σ_max(base)``; returns it and how
-    many singular values were restrained."""
+def prune_restrain(total: torch.Tensor, base: torch.Tensor, log_base: float) -> tuple[torch.Tensor, int, float]:
+    """``U F(Σ) Vᵀ`` of the accumulated update ``total``, with ``σ_max0 = σ_max(base)``; returns it, how
+    many singular values were restrained, and ``σ_max(total) / σ_max0`` (PRUNE acts once it exceeds 1, so
+    below 1 it says how close the update is to being restrained)."""
     sigma_max0 = float(torch.linalg.matrix_norm(base.double(), ord=2))
     u, s, vh = torch.linalg.svd(total.double(), full_matrices=False)
+    ratio = float(s[0]) / sigma_max0 if s.numel() else 0.0
     restrained = prune_bound(s, sigma_max0, log_base)
     count = int((s > sigma_max0).sum())
     if count == 0:
-        return total.double(), 0
-    return (u * restrained) @ vh, count
+        return total.double(), 0, ratio
+    return (u * restrained) @ vh, count, ratio
 
 
 # ---------------------------------------------------------------------------------------------- budget
@@ -243,6 +245,7 @@ def stabilise_weights(
     figures: dict[str, Any] = {}
     rect_kept: list[float] = []
     pruned: list[int] = []
+    prune_ratios: list[float] = []
     budget_factors: list[float] = []
     for path, delta in totals.items():
         before = adapter.from_native(path, originals[path]).to(device=delta.device, dtype=torch.float64)
@@ -260,8 +263,9 @@ def stabilise_weights(
             raw_before = new_state.raw.get(path)
             raw = delta if raw_before is None else raw_before.to(delta) + delta
             new_state.raw[path] = raw.float().cpu()
-            restrained, count = prune_restrain(raw, base, settings.prune_log_base)
+            restrained, count, ratio = prune_restrain(raw, base, settings.prune_log_base)
             pruned.append(count)
+            prune_ratios.append(ratio)
             after = base + restrained
         if settings.norm_budget is not None:
             factor = budget_factor(base, after - base, settings.norm_budget, settings.norm_budget_kind)
@@ -273,6 +277,7 @@ def stabilise_weights(
         figures["rect_kept_fraction"] = sum(rect_kept) / len(rect_kept)
     if settings.prune:
         figures["prune_restrained_values"] = sum(pruned)
+        figures["prune_sigma_ratio_max"] = max(prune_ratios)  # σ_max(ΣΔW)/σ_max(W0), largest over matrices
     if settings.norm_budget is not None:
         figures["budget_matrices_scaled"] = sum(f < 1.0 for f in budget_factors)
         figures["budget_min_factor"] = min(budget_factors)

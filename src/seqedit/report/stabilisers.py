@@ -35,8 +35,8 @@ from seqedit.utils.io import strict_json
 EFFICACY_TOLERANCE = 0.05
 RETENTION_METRICS = ("efficacy_score", "paraphrase_score", "neighborhood_score")
 # Per-request figures that the stabilisers record (editors/stabilisers.py, ``stabilise_weights``).
-ACTIVITY_COLUMNS = ("budget_matrices_scaled", "budget_min_factor", "prune_restrained_values", "rect_kept_fraction",
-                    "nas_skipped", "nas_scale")
+ACTIVITY_COLUMNS = ("budget_matrices_scaled", "budget_min_factor", "prune_restrained_values", "prune_sigma_ratio_max",
+                    "rect_kept_fraction", "nas_skipped", "nas_scale")
 
 
 @dataclass
@@ -79,6 +79,9 @@ def _activity(run: RunData) -> dict[str, float]:
         out["budget_min_factor"] = float(per_step["budget_min_factor"].min())
     if "prune_restrained_values" in per_step:
         out["prune_restrained_values_mean"] = float(per_step["prune_restrained_values"].mean())
+        out["prune_batches_acting"] = float((per_step["prune_restrained_values"].fillna(0) > 0).sum())
+    if "prune_sigma_ratio_max" in per_step:  # runs from before this figure existed lack it
+        out["prune_sigma_ratio_last"] = float(per_step["prune_sigma_ratio_max"].dropna().iloc[-1])
     if "rect_kept_fraction" in per_step:
         out["rect_kept_fraction_mean"] = float(per_step["rect_kept_fraction"].mean())
     if "nas_skipped" in requests:
@@ -162,6 +165,11 @@ def unfinished_pairs(runs: Sequence[StabiliserRun], waiting: Sequence[Stabiliser
 # ---------------------------------------------------------------------------------------------- the page
 def _f(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _count_or(value: float) -> str:
+    """A whole number as one (counts of batches, values, requests), anything else to 4 decimals."""
+    return str(int(value)) if float(value).is_integer() else _f(value, 4)
 
 
 def comparison_row(run: StabiliserRun, n: int) -> str:
@@ -274,7 +282,7 @@ def render(runs: Sequence[StabiliserRun], image_prefix: str, intro: str) -> str:
     if acting:
         lines += ["## How much each stabiliser acted", "", "| run | batches | figures |", "|---|---|---|"]
         lines += [f"| {r.name} | {int(r.activity['batches'])} | " + ", ".join(
-            f"{k} {_f(v, 4)}" for k, v in r.activity.items() if k != "batches") + " |" for r in acting]
+            f"{k} {_count_or(v)}" for k, v in r.activity.items() if k != "batches") + " |" for r in acting]
         lines += [""]
     lines += ["## Figures", "", *[f"![{name}]({image_prefix}{name})" for name in FIGURES], ""]
     return "\n".join(lines)
