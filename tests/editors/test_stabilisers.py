@@ -148,7 +148,8 @@ def test_stabilise_weights_is_relative_to_the_base_over_batches() -> None:
         state, figures = stabilise_weights(Identity(), {"m": weight}, totals, settings, state)  # type: ignore[arg-type]
         weight = weight + totals["m"]
         expected, _, ratio = prune_restrain(raw, w0, math.e)
-        assert figures["prune_sigma_ratio_max"] == pytest.approx(ratio, rel=1e-9)
+        # the state keeps the raw sum in float32 (as a weight), so the ratio matches to float32 precision
+        assert figures["prune_sigma_ratio_max"] == pytest.approx(ratio, rel=1e-5)
         assert torch.allclose(weight - w0, expected, atol=1e-6)
         assert torch.allclose(state.raw["m"].double(), raw, atol=1e-5)
     assert figures["prune_restrained_values"] > 0
