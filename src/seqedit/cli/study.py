@@ -55,17 +55,19 @@ def study_command(
         console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from exc
 
+    states = {r.name: run_state(r) for r in runs}  # reads progress.json and probes the lock: once per run
+
     def row(run: StudyRun) -> tuple[str, str, str, str]:
         # An edit run is named by its method, an intervention by its kind; a running run names its process.
         label = run.config.method if isinstance(run.config, RunConfig) else run.kind
-        state = run_state(run)
+        state = states[run.name]
         holder = RunStore(run.run_dir).holder() if state == "running" else None
         who = holder.split(" since ")[0] if holder else None  # "pid N on host"
         return run.name, label, run_progress(run), f"{state} ({who})" if who else state
 
     console.print(_runs_table(f"study {study.name}: {len(runs)} runs under {study.output_dir}",
                               [row(r) for r in runs]))
-    stopped = [r.name for r in runs if run_state(r) == "stopped"]
+    stopped = [r.name for r in runs if states[r.name] == "stopped"]
     if stopped and dry_run:
         console.print(f"stopped before the end (re-run without --dry-run to continue): {', '.join(stopped)}")
     if dry_run:
